@@ -1,0 +1,141 @@
+"""``cairn``: the entry point, the command group and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from cairn.errors import (
+    CairnError,
+    InputError,
+    NotFoundError,
+    OutputError,
+    ParameterError,
+    ProjectError,
+    StoreError,
+)
+
+# Exit codes: 0 ok, 1 failure, 2 bad usage or values, 3 project file, 4 not found, 5 store.
+EXIT_CODES: list[tuple[type[CairnError], int]] = [
+    (ProjectError, 3),
+    (NotFoundError, 4),
+    (StoreError, 5),
+    (ParameterError, 2),
+    (InputError, 2),
+    (OutputError, 2),
+]
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (keeps --help fast)."""
+
+    def __init__(self, *args: object, lazy: dict[str, tuple[str, str]], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module_name, attr = self.lazy[name]
+            import importlib
+
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, HELP[name]) for name in COMMAND_ORDER]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+HELP = {
+    "init": "Write a commented starter cairn.yaml.",
+    "lint": "Check cairn.yaml / valohai.yaml; every problem with file:line:column.",
+    "run": "Run a step: cairn run STEP [--param=value ...] [--input NAME=URI ...].",
+    "rerun": "Run an execution again exactly: same code bytes, parameters, inputs.",
+    "ls": "List executions (filter by step/status/tag, sort by a metric).",
+    "show": "Everything recorded about one execution.",
+    "logs": "Print (or --follow) an execution's output.",
+    "metrics": "An execution's metrics as a table (or --csv).",
+    "compare": "Parameters and final metrics of executions side by side.",
+    "outputs": "An execution's output files (datums); --download DIR.",
+    "stop": "Stop queued or running executions.",
+    "tag": "Add (or --remove) tags on an execution.",
+    "db": "Database maintenance (cairn db upgrade).",
+}
+COMMAND_ORDER = list(HELP)
+
+_LAZY = {
+    "init": ("cairn.cli.project_cmds", "init"),
+    "lint": ("cairn.cli.project_cmds", "lint"),
+    "run": ("cairn.cli.run_cmds", "run"),
+    "rerun": ("cairn.cli.run_cmds", "rerun"),
+    "stop": ("cairn.cli.run_cmds", "stop"),
+    "ls": ("cairn.cli.inspect_cmds", "ls"),
+    "show": ("cairn.cli.inspect_cmds", "show"),
+    "logs": ("cairn.cli.inspect_cmds", "logs"),
+    "metrics": ("cairn.cli.inspect_cmds", "metrics"),
+    "compare": ("cairn.cli.inspect_cmds", "compare"),
+    "outputs": ("cairn.cli.inspect_cmds", "outputs"),
+    "tag": ("cairn.cli.inspect_cmds", "tag"),
+    "db": ("cairn.cli.project_cmds", "db"),
+}
+
+
+@click.group(cls=LazyGroup, lazy=_LAZY, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cairn", prog_name="cairn")
+def cli() -> None:
+    """cairn: every run of your code, versioned: code, parameters, data, environment,
+    outputs and metrics. Reads cairn.yaml or valohai.yaml in this folder or above."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (never raises for user errors)."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None,
+                          prog_name="cairn", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except CairnError as exc:
+        _show_error(exc)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return result if isinstance(result, int) else 0
+
+
+def _show_error(exc: CairnError) -> None:
+    head = click.style("error:", fg="red", bold=True)
+    if isinstance(exc, ProjectError) and exc.problems:
+        for problem in exc.problems:
+            if problem.severity == "error":
+                click.echo(f"{head} {problem}", err=True)
+        return
+    click.echo(f"{head} {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"  {click.style('hint:', fg='cyan')} {exc.hint}", err=True)
+
+
+def _exit_code(exc: CairnError) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return 1
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

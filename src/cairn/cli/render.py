@@ -1,0 +1,104 @@
+"""Terminal rendering: tables, durations, values and status colours (no heavy imports)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+STATUS_COLORS = {
+    "created": "white", "queued": "cyan", "starting": "cyan", "running": "blue",
+    "complete": "green", "error": "red", "stopped": "yellow", "crashed": "magenta",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def visible_len(text: str) -> int:
+    return len(_ANSI.sub("", text))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+          right: Sequence[int] = ()) -> str:
+    """A plain aligned table; cells may hold ANSI styles. Wide tables are clipped per cell."""
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(visible_len(row[i]) for row in cells) for i in range(len(headers))]
+    width = shutil.get_terminal_size((160, 24)).columns
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths) > 12:
+        widths[widths.index(max(widths))] -= 1
+    out = []
+    for n, row in enumerate(cells):
+        parts = []
+        for i, cell in enumerate(row):
+            if visible_len(cell) > widths[i]:
+                cell = _ANSI.sub("", cell)[: widths[i] - 1] + "…"
+            pad = " " * (widths[i] - visible_len(cell))
+            parts.append(pad + cell if i in right else cell + pad)
+        line = "  ".join(parts).rstrip()
+        out.append(click.style(line, bold=True) if n == 0 else line)
+    return "\n".join(out)
+
+
+def to_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(["" if c is None else c for c in r] for r in rows)
+    return buf.getvalue()
+
+
+def status(value: str) -> str:
+    return click.style(value, fg=STATUS_COLORS.get(value, "white"))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def ago(when: datetime | None) -> str:
+    if when is None:
+        return "-"
+    seconds = (datetime.now(timezone.utc) - when).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+            return f"{v:.3e}"
+        return f"{v:.4g}" if abs(v) < 1 else f"{v:.5g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(value(x) for x in v)
+    return "" if v is None else str(v)
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    f = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if f < 1024 or unit == "GB":
+            return f"{int(f)} B" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{f:.1f} TB"

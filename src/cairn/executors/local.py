@@ -1,0 +1,128 @@
+"""The local executor: runs an execution as a process group on this machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from cairn.executors.base import Executor, Outcome, Reporter, register_executor
+from cairn.runtime.inputs import materialize_inputs
+from cairn.runtime.metrics import MetricSink
+from cairn.runtime.outputs import collect_outputs
+from cairn.runtime.process import LogWriter, run_process
+from cairn.runtime.snapshot import restore_code
+from cairn.runtime.workspace import Workspace, step_environment, write_config
+
+if TYPE_CHECKING:
+    from cairn.entities import Execution
+    from cairn.orchestration.context import Context
+    from cairn.store.base import Allocation
+
+log = logging.getLogger(__name__)
+
+
+class LocalExecutor(Executor):
+    """Processes on this machine, in a workspace under ``.cairn/work/``."""
+
+    name = "local"
+
+    def __init__(self, ctx: Context, *, grace_seconds: float = 10.0) -> None:
+        self.ctx = ctx
+        self.grace_seconds = grace_seconds
+
+    def execute(self, execution: Execution, allocation: Allocation, reporter: Reporter) -> Outcome:
+        ctx, settings = self.ctx, self.ctx.settings
+        store, content = ctx.store, ctx.content
+        ws = Workspace.create(settings.work_dir, execution.id)
+        log_path = settings.logs_dir / f"{execution.id}.log"
+        writer = LogWriter(log_path)
+
+        def system(text: str) -> None:
+            writer.write("err", f"[cairn] {text}", time.time())
+            reporter.line("sys", text)
+
+        try:
+            if execution.code is not None:
+                count = restore_code(execution.code.tree_digest, content, ws.repository)
+                system(f"code: {count} files from snapshot {execution.code.tree_digest[:12]}")
+            materialize_inputs(execution.inputs, ws.inputs, content)
+            if execution.inputs:
+                total = sum(f.size for f in execution.inputs)
+                system(f"inputs: {len(execution.inputs)} files, {_size(total)}")
+            write_config(ws, execution, project_name=ctx.project.name, inputs=execution.inputs)
+            argv = _command_argv(ws, execution.command)
+            env = step_environment(
+                ws, execution, base=os.environ,
+                variables=execution.environment.get("step_variables", {}),
+                gpu_ids=allocation.gpu_ids,
+            )
+            sink = MetricSink(
+                lambda points: store.add_metrics(execution.id, points),
+                lambda values: store.set_metadata(execution.id, values),
+            )
+            try:
+                result = run_process(
+                    argv, cwd=ws.repository, env=env, log=writer, metrics=sink,
+                    on_line=reporter.line, on_start=reporter.started,
+                    should_stop=reporter.should_stop,
+                    time_limit=execution.time_limit,
+                    no_output_timeout=execution.no_output_timeout,
+                    grace_seconds=self.grace_seconds,
+                )
+            finally:
+                sink.close()
+            detail = result.detail
+            if result.reason == "exited" and result.exit_code == 127:
+                detail = "a command was not found (exit 127)" + (
+                    f": {result.last_stderr[-1]}" if result.last_stderr else "")
+            elif result.reason == "exited" and result.exit_code is None:
+                detail = result.detail  # could not start at all
+            if sink.errors:
+                system(f"some metrics could not be stored: {sink.errors[0]}")
+            collected = collect_outputs(
+                ws.outputs, content, project_id=execution.project_id,
+                execution_id=execution.id, move=not settings.keep_workspaces,
+            )
+            store.add_datums(collected.datums)
+            for message in collected.refused:
+                system(f"refused: {message}")
+            system(f"outputs: {len(collected.datums)} files, "
+                   f"{_size(sum(d.size for d in collected.datums))}")
+        finally:
+            writer.close()
+            if not settings.keep_workspaces:
+                ws.remove()
+        log_digest, _ = content.put_file(log_path)
+        return Outcome(
+            exit_code=result.exit_code,
+            reason=result.reason if result.exit_code is not None or result.reason != "exited"
+            else "failed-to-start",
+            detail=detail,
+            datums=collected.datums,
+            refused_outputs=collected.refused,
+            log_digest=log_digest,
+            metric_points=sink.count,
+        )
+
+
+def _command_argv(ws: Workspace, commands: list[str]) -> list[str]:
+    """The interpreter argv that runs the step's commands as one script."""
+    from cairn.project.commands import build_script
+
+    argv, script = build_script(commands)
+    (ws.config / "command.sh").write_text(script)  # for the curious; the record has it too
+    return [*argv, script]
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+register_executor("local", LocalExecutor)

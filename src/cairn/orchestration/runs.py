@@ -1,0 +1,247 @@
+"""Creating executions (new runs and exact re-runs) and supervising them to their end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cairn.entities import Execution, InputFile, Resources, Status
+from cairn.errors import InputError
+from cairn.orchestration.scheduler import Scheduler, StopSignals
+from cairn.store.base import NewExecution
+
+if TYPE_CHECKING:
+    from cairn.orchestration.context import Context
+    from cairn.project import Step
+
+LineCallback = Callable[[str, str], None]
+
+
+@dataclass
+class RunRequest:
+    """What a user asks for: a step and the values they set."""
+
+    step: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+    title: str | None = None
+    tags: Sequence[str] = ()
+    cpus: float | None = None
+    memory_mb: int | None = None
+    gpus: int | None = None
+
+
+def create_execution(ctx: Context, request: RunRequest) -> Execution:
+    """Validate everything, snapshot code and inputs, and store a queued execution.
+
+    All user errors (unknown step, bad parameters, missing inputs) are raised before
+    anything is stored.
+    """
+    from cairn.project import resolve_parameters
+    from cairn.project.commands import render_command
+    from cairn.runtime.environment import capture_environment
+    from cairn.runtime.snapshot import snapshot_code
+
+    step = ctx.config.get_step(request.step)
+    parameters = resolve_parameters(step, request.parameters)
+    command = render_command(step, parameters)
+    inputs = _resolve_inputs(ctx, step, request.inputs)
+    variables = _resolve_variables(step, request.variables)
+    code = snapshot_code(ctx.settings.project_root, ctx.content, data_dir=ctx.settings.data_dir)
+    environment = capture_environment(ctx.content)
+    environment["step_variables"] = variables
+    return _store_and_queue(ctx, NewExecution(
+        project_id=ctx.project_id,
+        step=step.name,
+        parameters=parameters,
+        command=command,
+        inputs=inputs,
+        code=code,
+        environment=environment,
+        step_config=step.to_dict(),
+        resources=_resources(step, request),
+        title=request.title,
+        tags=tuple(request.tags),
+        time_limit=step.time_limit,
+        no_output_timeout=step.no_output_timeout,
+    ))
+
+
+def create_rerun(ctx: Context, ref: str | int) -> Execution:
+    """A new execution with the same code bytes, parameters, inputs and command as ``ref``."""
+    from cairn.runtime.environment import capture_environment
+
+    original = ctx.store.get_execution(ctx.project_id, ref)
+    missing = [f for f in original.inputs if not ctx.content.has(f.digest)]
+    if original.code is not None and not ctx.content.has(original.code.tree_digest):
+        raise InputError(f"the code snapshot of #{original.counter} is no longer in the store",
+                         "it cannot be re-run exactly; run the step again instead")
+    if missing:
+        raise InputError(
+            f"{len(missing)} input file(s) of #{original.counter} are no longer in the store "
+            f"(first: {missing[0].input_name}/{missing[0].name})",
+            "it cannot be re-run exactly; run the step again instead",
+        )
+    environment = capture_environment(ctx.content)
+    environment["step_variables"] = original.environment.get("step_variables", {})
+    return _store_and_queue(ctx, NewExecution(
+        project_id=ctx.project_id,
+        step=original.step,
+        parameters=original.parameters,
+        command=original.command,
+        inputs=original.inputs,
+        code=original.code,
+        environment=environment,
+        step_config=original.step_config,
+        resources=original.resources,
+        title=original.title,
+        tags=original.tags,
+        rerun_of=original.id,
+        time_limit=original.time_limit,
+        no_output_timeout=original.no_output_timeout,
+    ))
+
+
+def _store_and_queue(ctx: Context, new: NewExecution) -> Execution:
+    execution = ctx.store.create_execution(new)
+    return Scheduler(ctx).enqueue(execution)
+
+
+def supervise(
+    ctx: Context,
+    execution: Execution,
+    *,
+    on_line: LineCallback | None = None,
+) -> Execution:
+    """Wait for a slot, run the execution on the local executor, record how it ended."""
+    from cairn.executors.base import get_executor
+
+    scheduler = Scheduler(ctx)
+    store = ctx.store
+
+    class _Reporter:
+        def started(self, pid: int) -> None:
+            scheduler.running(execution.id)
+
+        def should_stop(self) -> bool:
+            if signals.requested:
+                return True
+            return store.get_execution(execution.project_id, execution.id).stop_requested
+
+        def line(self, stream: str, text: str) -> None:
+            if on_line is not None:
+                on_line(stream, text)
+
+    with StopSignals() as signals:
+        reporter = _Reporter()
+        allocation = scheduler.wait_for_slot(
+            execution, should_stop=reporter.should_stop,
+            on_wait=(lambda msg: on_line("sys", msg)) if on_line else None,
+        )
+        if allocation is not None:
+            try:
+                outcome = get_executor("local", ctx).execute(
+                    store.get_execution(execution.project_id, execution.id), allocation, reporter)
+            except BaseException as exc:
+                scheduler.crash(execution.id, f"cairn failed while running it: {exc!r}")
+                raise
+            scheduler.finish(execution.id, outcome)
+    return store.get_execution(execution.project_id, execution.id)
+
+
+def start_detached(ctx: Context, execution: Execution) -> int:
+    """Supervise the execution from a background process; returns its pid."""
+    log_dir = ctx.settings.logs_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{execution.id}.supervisor.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cairn.orchestration.supervisor",
+             str(ctx.settings.project_root), execution.id],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True, env=dict(os.environ),
+            cwd=ctx.settings.project_root,
+        )
+    return proc.pid
+
+
+def _resolve_inputs(ctx: Context, step: Step, given: Mapping[str, Sequence[str]]) -> list[InputFile]:
+    from cairn.runtime.inputs import resolve_input
+
+    known = {spec.name for spec in step.inputs}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise InputError(
+            f"step '{step.name}' has no input named '{unknown[0]}'",
+            f"did you mean '{close[0]}'?" if close else
+            (f"its inputs are: {', '.join(sorted(known))}" if known else "it takes no inputs"),
+        )
+    files: list[InputFile] = []
+    for spec in step.inputs:
+        uris = list(given.get(spec.name) or spec.default or [])
+        if not uris:
+            if spec.optional:
+                continue
+            raise InputError(
+                f"step '{step.name}' needs input '{spec.name}' and it has no default",
+                f"pass it with --input {spec.name}=PATH_OR_URI "
+                f"(a file, a folder, an http(s):// URL or a datum:// URI)",
+            )
+        files.extend(resolve_input(
+            spec.name, uris, content=ctx.content, store=ctx.store, project_id=ctx.project_id,
+            base_dir=_cwd(), keep_directories=spec.keep_directories, filename=spec.filename,
+        ))
+    return files
+
+
+def _resolve_variables(step: Step, given: Mapping[str, str]) -> dict[str, str]:
+    from cairn.errors import ParameterError
+
+    values = {v.name: str(v.default) for v in step.environment_variables if v.default is not None}
+    values.update(given)
+    missing = [v.name for v in step.environment_variables if not v.optional and v.name not in values]
+    if missing:
+        raise ParameterError(
+            f"step '{step.name}' needs environment variable(s) {', '.join(missing)}",
+            "pass them with --env NAME=VALUE",
+        )
+    return values
+
+
+def _resources(step: Step, request: RunRequest) -> Resources:
+    declared = step.resources or {}
+    cpus = request.cpus if request.cpus is not None else declared.get("cpus")
+    memory = request.memory_mb if request.memory_mb is not None else declared.get("memory_mb")
+    gpus = request.gpus if request.gpus is not None else declared.get("gpus")
+    return Resources(cpus=float(cpus) if cpus is not None else 1.0,
+                     memory_mb=int(memory or 0), gpus=int(gpus or 0))
+
+
+def _cwd():
+    from pathlib import Path
+
+    return Path.cwd()
+
+
+def exit_code_for(execution: Execution) -> int:
+    """The exit status `cairn run` ends with, mirroring the step's."""
+    if execution.status == Status.COMPLETE:
+        return 0
+    if execution.status == Status.STOPPED:
+        return 130
+    if execution.status == Status.CRASHED:
+        return 70
+    if execution.exit_code and 0 < execution.exit_code < 256:
+        return execution.exit_code
+    if execution.status_detail and "time limit" in execution.status_detail:
+        return 124
+    return 1
+
+

@@ -1,0 +1,219 @@
+"""The scheduler: the one owner of execution state transitions.
+
+created → queued → starting → running → complete | error | stopped | crashed
+
+Executors report what happens (started, ended); the scheduler turns that into state. The
+local queue lives in the metadata store: an execution waits in ``queued`` until
+:meth:`MetadataStore.allocate` finds room for its resources on this host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from cairn.entities import ACTIVE_STATUSES, Execution, Resources, Status
+from cairn.errors import ExecutionError
+
+if TYPE_CHECKING:
+    from cairn.executors.base import Outcome
+    from cairn.orchestration.context import Context
+    from cairn.store.base import Allocation
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this machine offers to executions."""
+
+    resources: Resources
+    gpu_ids: tuple[int, ...]
+
+
+def local_capacity(ctx: Context) -> Capacity:
+    """CPUs, memory and GPUs of this machine, as limited by settings."""
+    from cairn.runtime.environment import detect_gpus, total_memory_mb
+
+    s = ctx.settings
+    if s.local_gpus is None:
+        gpu_ids = tuple(g["index"] for g in detect_gpus())
+    else:
+        gpu_ids = tuple(int(i) for i in s.local_gpus.split(",") if i.strip())
+    cpus = s.local_cpus if s.local_cpus is not None else float(os.cpu_count() or 1)
+    memory = s.local_memory_mb if s.local_memory_mb is not None else total_memory_mb()
+    return Capacity(Resources(cpus=cpus, memory_mb=memory, gpus=len(gpu_ids)), gpu_ids)
+
+
+class Scheduler:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+
+    # -- queue ------------------------------------------------------------------------
+    def enqueue(self, execution: Execution) -> Execution:
+        """created → queued, after checking the execution can ever fit this machine."""
+        cap = local_capacity(self.ctx)
+        need = execution.resources
+        problems = []
+        if need.gpus > cap.resources.gpus:
+            problems.append(f"{need.gpus} GPU(s) but this machine has {cap.resources.gpus}")
+        if need.cpus > cap.resources.cpus:
+            problems.append(f"{need.cpus:g} CPUs but this machine offers {cap.resources.cpus:g}")
+        if cap.resources.memory_mb and need.memory_mb > cap.resources.memory_mb:
+            problems.append(f"{need.memory_mb} MB of memory but this machine offers "
+                            f"{cap.resources.memory_mb} MB")
+        if problems:
+            self.store.transition(execution.id, Status.ERROR, expect=[Status.CREATED],
+                                  ended_at=now(), status_detail="cannot run here: needs "
+                                  + "; ".join(problems))
+            raise ExecutionError(
+                f"execution #{execution.counter} needs " + "; ".join(problems),
+                "lower the step's `resources` or pass --cpus/--memory/--gpus to `cairn run`",
+            )
+        self.store.transition(execution.id, Status.QUEUED, expect=[Status.CREATED],
+                              queued_at=now())
+        return self.store.get_execution(execution.project_id, execution.id)
+
+    def wait_for_slot(
+        self,
+        execution: Execution,
+        *,
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Allocation | None:
+        """Block until the queued execution is started on this host; None if stopped first."""
+        cap = local_capacity(self.ctx)
+        delay, told = 0.02, False
+        while True:
+            self.reap()
+            allocation = self.store.allocate(
+                execution.id, host=HOST, capacity=cap.resources, gpu_ids=cap.gpu_ids)
+            if allocation is not None:
+                # The supervisor's pid: `cairn stop` signals it, the reaper checks it.
+                self.store.transition(execution.id, Status.STARTING, expect=[Status.STARTING],
+                                      pid=os.getpid())
+                return allocation
+            current = self.store.get_execution(execution.project_id, execution.id)
+            if current.status != Status.QUEUED:
+                return None  # stopped (or otherwise finished) while waiting
+            if should_stop():
+                self.store.transition(execution.id, Status.STOPPED, expect=[Status.QUEUED],
+                                      ended_at=now(), status_detail="stopped while queued")
+                return None
+            if not told and on_wait is not None:
+                on_wait("waiting for a free slot on this machine "
+                        f"(needs {execution.resources.cpus:g} CPU, "
+                        f"{execution.resources.gpus} GPU)")
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- reports from executors -------------------------------------------------------
+    def running(self, execution_id: str) -> None:
+        self.store.transition(execution_id, Status.RUNNING, expect=[Status.STARTING],
+                              started_at=now())
+
+    def finish(self, execution_id: str, outcome: Outcome) -> None:
+        """Turn the executor's outcome into the final status."""
+        if outcome.reason == "stopped":
+            status, detail = Status.STOPPED, outcome.detail
+        elif outcome.reason in ("time-limit", "no-output-timeout"):
+            status, detail = Status.ERROR, outcome.detail
+        elif outcome.reason == "failed-to-start":
+            status, detail = Status.ERROR, outcome.detail
+        elif outcome.exit_code == 0 and not outcome.refused_outputs:
+            status, detail = Status.COMPLETE, outcome.detail
+        elif outcome.exit_code == 0:
+            status = Status.ERROR
+            detail = "outputs refused: " + "; ".join(outcome.refused_outputs)
+        else:
+            status = Status.ERROR
+            detail = outcome.detail or f"the command exited with status {outcome.exit_code}"
+        self.store.transition(
+            execution_id, status, expect=ACTIVE_STATUSES, ended_at=now(),
+            exit_code=outcome.exit_code, status_detail=detail, log_digest=outcome.log_digest,
+        )
+
+    def crash(self, execution_id: str, detail: str) -> None:
+        self.store.transition(
+            execution_id, Status.CRASHED,
+            expect=[Status.CREATED, Status.QUEUED, Status.STARTING, Status.RUNNING],
+            ended_at=now(), status_detail=detail,
+        )
+
+    # -- user actions -----------------------------------------------------------------
+    def stop(self, execution: Execution) -> Execution:
+        """Stop a queued or running execution (a final one is left as it is)."""
+        if execution.status.is_final:
+            raise ExecutionError(
+                f"execution #{execution.counter} already ended ({execution.status})",
+                "only queued or running executions can be stopped",
+            )
+        if execution.status in (Status.CREATED, Status.QUEUED):
+            if self.store.transition(execution.id, Status.STOPPED,
+                                     expect=[Status.CREATED, Status.QUEUED],
+                                     ended_at=now(), status_detail="stopped while queued"):
+                return self.store.get_execution(execution.project_id, execution.id)
+        self.store.request_stop(execution.id)
+        if execution.host == HOST and execution.pid:
+            try:  # the supervisor stops its process group at once on SIGTERM
+                os.kill(execution.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return self.store.get_execution(execution.project_id, execution.id)
+
+    def reap(self) -> int:
+        """Mark executions of this host whose supervisor died as crashed."""
+        count = 0
+        for ex in self.store.list_executions(self.ctx.project_id,
+                                             statuses=[Status.STARTING, Status.RUNNING]):
+            if ex.host == HOST and ex.pid and ex.pid != os.getpid() and not _alive(ex.pid):
+                self.crash(ex.id, f"its supervisor (pid {ex.pid}) ended unexpectedly")
+                count += 1
+        return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class StopSignals:
+    """Turn SIGINT/SIGTERM into a stop request while an execution is supervised."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

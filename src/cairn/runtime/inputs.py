@@ -1,0 +1,158 @@
+"""Step inputs: resolve what a user names (paths, URLs, datums) into recorded files.
+
+Resolution happens when an execution is created, so the record holds the digest of every
+input file and a re-run gets the same bytes, whatever happens to the original later. Local
+files and downloads are ingested into the content store; workspaces get links to them.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from cairn.entities import InputFile
+from cairn.errors import InputError, NotFoundError
+from cairn.store.base import MetadataStore
+from cairn.store.cas import ContentStore
+
+_DOWNLOAD_TIMEOUT = 60
+
+
+def resolve_input(
+    input_name: str,
+    uris: Sequence[str],
+    *,
+    content: ContentStore,
+    store: MetadataStore,
+    project_id: str,
+    base_dir: Path,
+    keep_directories: str = "none",
+    filename: str | None = None,
+) -> list[InputFile]:
+    """Resolve every URI given for one input into files with digests (ingesting them)."""
+    files: list[InputFile] = []
+    for uri in uris:
+        files.extend(_resolve_one(input_name, uri, content, store, project_id, base_dir,
+                                  keep_directories))
+    if filename and files:
+        if len(files) != 1:
+            raise InputError(
+                f"input '{input_name}' sets filename '{filename}' but resolved to {len(files)} files",
+                "`filename` only works for an input with exactly one file",
+            )
+        files = [_rename(files[0], filename)]
+    seen: dict[str, InputFile] = {}
+    for f in files:
+        other = seen.setdefault(f.name, f)
+        if other.digest != f.digest:
+            raise InputError(
+                f"input '{input_name}' has two different files named '{f.name}' "
+                f"(from {other.uri} and {f.uri})",
+                "set `keep-directories: full` on the input, or give the files distinct names",
+            )
+    return files
+
+
+def materialize_inputs(files: Sequence[InputFile], inputs_dir: Path, content: ContentStore) -> None:
+    """Place input files under ``inputs_dir/<input>/<name>``, linked from the store."""
+    for name in {f.input_name for f in files}:
+        (inputs_dir / name).mkdir(parents=True, exist_ok=True)
+    for f in files:
+        content.materialize(f.digest, inputs_dir / f.input_name / f.name)
+
+
+def _rename(f: InputFile, name: str) -> InputFile:
+    return InputFile(f.input_name, name, f.uri, f.digest, f.size, f.datum_id)
+
+
+def _resolve_one(
+    input_name: str,
+    uri: str,
+    content: ContentStore,
+    store: MetadataStore,
+    project_id: str,
+    base_dir: Path,
+    keep: str,
+) -> list[InputFile]:
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "datum":
+        return [_resolve_datum(input_name, uri, store, project_id, keep)]
+    if scheme in ("http", "https"):
+        return [_download(input_name, uri, content)]
+    if scheme in ("", "file"):
+        return _ingest_path(input_name, uri, content, base_dir)
+    raise InputError(
+        f"input '{input_name}': cannot read {uri!r}: the {scheme}:// scheme is not supported "
+        "by this store",
+        "use a local path, an http(s):// URL or a datum:// URI",
+    )
+
+
+def _resolve_datum(input_name: str, uri: str, store: MetadataStore, project_id: str,
+                   keep: str) -> InputFile:
+    try:
+        datum = store.get_datum(project_id, uri)
+    except NotFoundError as exc:
+        raise InputError(f"input '{input_name}': {exc.message}",
+                         exc.hint or "list outputs with `cairn outputs ID`") from None
+    name = datum.name if keep in ("full", "true") else posixpath.basename(datum.name)
+    return InputFile(input_name, name, uri, datum.digest, datum.size, datum.id)
+
+
+def _ingest_path(input_name: str, uri: str, content: ContentStore, base_dir: Path) -> list[InputFile]:
+    raw = uri[len("file://"):] if uri.startswith("file://") else uri
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if path.is_file():
+        digest, size = content.put_file(path)
+        return [InputFile(input_name, path.name, uri, digest, size)]
+    if path.is_dir():
+        files = []
+        for folder, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
+                full = Path(folder) / name
+                if not full.is_file():
+                    continue
+                digest, size = content.put_file(full)
+                rel = full.relative_to(path).as_posix()
+                files.append(InputFile(input_name, rel, uri, digest, size))
+        if not files:
+            raise InputError(f"input '{input_name}': folder {path} has no files",
+                             "point the input at a folder with files in it")
+        return files
+    raise InputError(
+        f"input '{input_name}': no such file or folder: {path}",
+        "check the path; relative paths are read from the folder you run cairn in",
+    )
+
+
+def _download(input_name: str, url: str, content: ContentStore) -> InputFile:
+    parsed = urllib.parse.urlsplit(url)
+    name = posixpath.basename(urllib.parse.unquote(parsed.path)) or "download"
+    tmp_dir = Path(tempfile.mkdtemp(prefix="cairn-download-"))
+    target = tmp_dir / name
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "cairn"})
+        with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT) as response, \
+                open(target, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+        digest, size = content.put_file(target, move=True)
+    except urllib.error.HTTPError as exc:
+        raise InputError(f"input '{input_name}': {url} answered HTTP {exc.code} {exc.reason}",
+                         "check that the URL exists and is readable without logging in") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputError(f"input '{input_name}': cannot download {url}: {reason}",
+                         "check the URL and your network connection") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return InputFile(input_name, name, url, digest, size)

@@ -1,0 +1,193 @@
+"""Blob backends: where the bytes of content-addressed objects live.
+
+A :class:`BlobStore` maps a digest to bytes and nothing else; hashing, trees and
+verification are the job of :class:`cairn.store.cas.ContentStore` on top of it. Backends
+are chosen by URL scheme from ``BLOB_BACKENDS``; an unknown scheme fails loudly.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from cairn.entities import Digest
+from cairn.errors import ConfigError, NotFoundError, StoreNotWritableError
+
+
+class BlobStore(abc.ABC):
+    """Bytes by digest. Writes are atomic: a blob is never visible half-written."""
+
+    url: str
+
+    @abc.abstractmethod
+    def has(self, digest: Digest) -> bool:
+        """Whether a blob with this digest is stored."""
+
+    @abc.abstractmethod
+    def put_path(self, digest: Digest, path: Path, *, move: bool = False) -> None:
+        """Store the file at ``path`` under ``digest`` (computed by the caller).
+
+        With ``move=True`` the backend may take the file away (rename) instead of copying.
+        Storing a digest that already exists is a no-op.
+        """
+
+    @abc.abstractmethod
+    def put_bytes(self, digest: Digest, data: bytes) -> None:
+        """Store ``data`` under ``digest``."""
+
+    @abc.abstractmethod
+    def open(self, digest: Digest) -> BinaryIO:
+        """Open the blob for reading; ``NotFoundError`` if absent."""
+
+    @abc.abstractmethod
+    def fetch(self, digest: Digest, dest: Path) -> None:
+        """Write the blob's bytes to ``dest`` (a new file)."""
+
+    def local_path(self, digest: Digest) -> Path | None:
+        """A path on this machine holding the blob, if the backend keeps one (for links)."""
+        return None
+
+    @abc.abstractmethod
+    def iter_digests(self) -> Iterator[Digest]:
+        """Every stored digest (for verification and garbage collection)."""
+
+
+class LocalBlobStore(BlobStore):
+    """Blobs as files under ``root/objects/ab/cdef…``, read-only, written by rename."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+        self._objects = self.root / "objects"
+        self._tmp = self.root / "tmp"
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        try:
+            self._objects.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            if not os.access(self._tmp, os.W_OK):
+                raise PermissionError(errno.EACCES, "permission denied", str(self._tmp))
+        except OSError as exc:
+            raise StoreNotWritableError(
+                f"cannot write the blob store at {self.root}: {exc.strerror or exc}",
+                "check the folder's permissions, or set CAIRN_DATA_DIR to a writable folder",
+            ) from exc
+        self._ready = True
+
+    def _path(self, digest: Digest) -> Path:
+        return self._objects / digest[:2] / digest[2:]
+
+    def has(self, digest: Digest) -> bool:
+        return self._path(digest).exists()
+
+    def local_path(self, digest: Digest) -> Path | None:
+        path = self._path(digest)
+        return path if path.exists() else None
+
+    def _install(self, tmp: Path, digest: Digest) -> None:
+        final = self._path(digest)
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+
+    def put_path(self, digest: Digest, path: Path, *, move: bool = False) -> None:
+        self._ensure()
+        if self.has(digest):
+            if move:
+                path.unlink(missing_ok=True)
+            return
+        if move:
+            try:
+                # Same filesystem: take the file itself. fsync first so the rename
+                # never exposes a blob whose bytes are not yet on disk.
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+                self._install(path, digest)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        with self._tempfile() as (tmp, out):
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        self._install(tmp, digest)
+
+    def put_bytes(self, digest: Digest, data: bytes) -> None:
+        self._ensure()
+        if self.has(digest):
+            return
+        with self._tempfile() as (tmp, out):
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        self._install(tmp, digest)
+
+    def _tempfile(self) -> _TempFile:
+        return _TempFile(self._tmp)
+
+    def open(self, digest: Digest) -> BinaryIO:
+        try:
+            return open(self._path(digest), "rb")
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"blob {digest[:12]} is not in the store at {self.root}",
+                "the store may have been pruned or belongs to another project",
+            ) from None
+
+    def fetch(self, digest: Digest, dest: Path) -> None:
+        with self.open(digest) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+    def iter_digests(self) -> Iterator[Digest]:
+        if not self._objects.exists():
+            return
+        for shard in sorted(self._objects.iterdir()):
+            for blob in sorted(shard.iterdir()):
+                yield shard.name + blob.name
+
+
+class _TempFile:
+    """A temp file in the store's tmp folder, removed if the block fails."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> tuple[Path, BinaryIO]:
+        fd, name = tempfile.mkstemp(dir=self.folder, prefix=".blob-")
+        self.path = Path(name)
+        self.fh = os.fdopen(fd, "wb")
+        return self.path, self.fh
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.fh.close()
+        if exc_type is not None:
+            self.path.unlink(missing_ok=True)
+
+
+BLOB_BACKENDS: dict[str, Callable[[str], BlobStore]] = {
+    "file": lambda url: LocalBlobStore(url.removeprefix("file://")),
+}
+
+
+def open_blob_store(url: str) -> BlobStore:
+    """Open the blob store at ``url``: a plain path or ``file://`` (local); others by scheme."""
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        factory = BLOB_BACKENDS[scheme]
+    except KeyError:
+        raise ConfigError(
+            f"unknown blob store scheme {scheme!r} in {url!r}",
+            f"use one of: {', '.join(sorted(BLOB_BACKENDS))}",
+        ) from None
+    return factory(url)

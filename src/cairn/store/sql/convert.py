@@ -1,0 +1,150 @@
+"""Rows ⇄ entities. Every row read by the SQL store becomes an entity here."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from cairn.entities import (
+    CodeSnapshot,
+    Datum,
+    Execution,
+    InputFile,
+    MetricPoint,
+    Project,
+    Resources,
+    Status,
+)
+
+
+def nan_to_null(value: float) -> float | None:
+    """SQLite stores NaN as NULL anyway; doing it on every backend keeps them alike."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def null_to_nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def project(row: Row[Any]) -> Project:
+    return Project(id=row.id, name=row.name)
+
+
+def code_to_json(code: CodeSnapshot | None) -> dict[str, Any] | None:
+    return None if code is None else dataclasses.asdict(code)
+
+
+def code_from_json(data: dict[str, Any] | None) -> CodeSnapshot | None:
+    return None if data is None else CodeSnapshot(**data)
+
+
+def input_file(row: Row[Any]) -> InputFile:
+    return InputFile(
+        input_name=row.input_name,
+        name=row.name,
+        uri=row.uri,
+        digest=row.digest,
+        size=row.size,
+        datum_id=row.datum_id,
+    )
+
+
+def input_rows(execution_id: str, inputs: Iterable[InputFile]) -> list[dict[str, Any]]:
+    return [
+        {
+            "execution_id": execution_id,
+            "position": position,
+            "input_name": item.input_name,
+            "name": item.name,
+            "uri": item.uri,
+            "digest": item.digest,
+            "size": item.size,
+            "datum_id": item.datum_id,
+        }
+        for position, item in enumerate(inputs)
+    ]
+
+
+def execution(
+    row: Row[Any],
+    *,
+    inputs: list[InputFile],
+    tags: Iterable[str],
+    metrics: dict[str, Any],
+) -> Execution:
+    return Execution(
+        id=row.id,
+        project_id=row.project_id,
+        counter=row.counter,
+        step=row.step,
+        status=Status(row.status),
+        parameters=row.parameters,
+        command=row.command,
+        inputs=inputs,
+        code=code_from_json(row.code),
+        environment=row.environment,
+        step_config=row.step_config,
+        resources=Resources.from_dict(row.resources),
+        created_at=row.created_at,
+        title=row.title,
+        tags=tuple(sorted(tags)),
+        rerun_of=row.rerun_of,
+        exit_code=row.exit_code,
+        status_detail=row.status_detail,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        time_limit=row.time_limit,
+        no_output_timeout=row.no_output_timeout,
+        host=row.host,
+        pid=row.pid,
+        gpu_ids=tuple(row.gpu_ids or ()),
+        stop_requested=bool(row.stop_requested),
+        log_digest=row.log_digest,
+        metrics=metrics,
+    )
+
+
+def datum(row: Row[Any], tags: Iterable[str]) -> Datum:
+    return Datum(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        digest=row.digest,
+        size=row.size,
+        execution_id=row.execution_id,
+        created_at=row.created_at,
+        metadata=row.metadata or {},
+        tags=tuple(sorted(tags)),
+    )
+
+
+def datum_row(item: Datum) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "project_id": item.project_id,
+        "name": item.name,
+        "digest": item.digest,
+        "size": item.size,
+        "execution_id": item.execution_id,
+        "created_at": item.created_at,
+        "metadata": dict(item.metadata),
+    }
+
+
+def metric_point(row: Row[Any]) -> MetricPoint:
+    return MetricPoint(
+        key=row.key, value=null_to_nan(row.value), step=row.step, time=row.time, seq=row.seq
+    )
+
+
+def ensure_aware(name: str, value: Any) -> None:
+    """Refuse naive datetimes early, with the field's name (they would be ambiguous)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime (UTC), got {value!r}")

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the metadata store (run by ``cairn.store.sql.schema``)."""

@@ -1,0 +1,123 @@
+"""Schema versions of the metadata database.
+
+The schema is owned by the Alembic migrations in ``migrations/versions``. Opening a store
+checks the version with a plain ``SELECT`` on ``alembic_version`` (importing Alembic
+costs startup time every ``cairn run`` would pay); Alembic is imported only to create or
+upgrade a database.
+
+- an empty database is migrated to :data:`HEAD_REVISION` when the store opens;
+- a database at an older known revision is refused, naming ``cairn db upgrade``;
+- a database at a revision this cairn does not know was written by a newer cairn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.engine import URL
+
+from cairn.errors import SchemaError
+from cairn.store.sql.engine import create_store_engine, display_url, write_options
+from cairn.store.sql.orm import CAIRN_TABLES
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+KNOWN_REVISIONS: tuple[str, ...] = ("0001",)
+"""Every revision of the migration history, oldest first (a test checks it)."""
+
+HEAD_REVISION: str = KNOWN_REVISIONS[-1]
+"""The revision this version of cairn reads and writes."""
+
+UPGRADE_HINT = "run `cairn db upgrade` to migrate it (back up .cairn/cairn.db first)"
+NEWER_HINT = (
+    "upgrade cairn (pip install -U cairn) to the version that wrote this database, "
+    "or point cairn at another database"
+)
+
+# Any constant will do: all cairn processes agree on it to serialize migrations.
+_PG_MIGRATION_LOCK = 0x63616972  # "cair"
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision recorded in the database, or ``None`` if it has none."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if rows else None
+
+
+def is_empty(engine: Engine) -> bool:
+    """Whether the database holds neither a schema version nor any cairn table."""
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+    return "alembic_version" not in names and not (names & CAIRN_TABLES)
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise ``SchemaError`` unless the database is at :data:`HEAD_REVISION`."""
+    revision = current_revision(engine)
+    where = display_url(engine.url)
+    if revision == HEAD_REVISION:
+        return
+    if revision is None:
+        raise SchemaError(
+            f"the database at {where} has tables but no cairn schema version",
+            hint="point cairn at an empty database or at one created by cairn",
+        )
+    if revision in KNOWN_REVISIONS:
+        raise SchemaError(
+            f"database schema is at {revision}, this cairn needs {HEAD_REVISION}",
+            hint=UPGRADE_HINT,
+        )
+    raise SchemaError(
+        f"the database at {where} is at schema revision {revision}, which this cairn "
+        f"(schema {HEAD_REVISION}) does not know: it was written by a newer version of cairn",
+        hint=NEWER_HINT,
+    )
+
+
+def alembic_config(url: str | URL) -> Config:
+    """An Alembic configuration for the migrations shipped in this package (no ini file)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
+    # ConfigParser treats % as interpolation; URL-escaped passwords contain it.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = None) -> None:
+    """Migrate the database at ``url`` to ``revision`` (default: the newest).
+
+    Concurrent callers are serialized (SQLite: the write lock; PostgreSQL: an advisory
+    lock) and the version is read inside the lock, so two processes opening a brand-new
+    database never both create the tables. ``engine`` reuses an open engine for ``url``
+    (needed for in-memory SQLite, where a second engine would see another database).
+    """
+    from alembic import command
+
+    own_engine = engine is None
+    if engine is None:
+        engine = create_store_engine(url)
+    try:
+        config = alembic_config(engine.url)
+        with engine.connect().execution_options(**write_options()) as conn:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+    finally:
+        if own_engine:
+            engine.dispose()

@@ -1,0 +1,718 @@
+"""``SqlMetadataStore``: the metadata store on SQLite (default) or PostgreSQL.
+
+One code path serves both databases; where they differ (how the write lock is taken, the
+SQL for a duration, the fastest bulk insert) the difference is local and commented.
+SQLAlchemy and driver exceptions are translated into :mod:`cairn.errors` in one place
+(:mod:`.translate`), and rows become entities (:mod:`.convert`) before
+any method returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from cairn.entities import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Datum,
+    Execution,
+    InputFile,
+    MetricPoint,
+    Project,
+    Resources,
+    Status,
+)
+from cairn.errors import NotFoundError
+from cairn.store.base import Allocation, MetadataStore, NewExecution
+from cairn.store.sql import convert, queries, schema
+from cairn.store.sql.engine import (
+    create_store_engine,
+    display_url,
+    normalize_url,
+    sqlite_path,
+    write_options,
+)
+from cairn.store.sql.orm import (
+    counters,
+    datum_tags,
+    execution_inputs,
+    execution_tags,
+    executions,
+    metadata_latest,
+    metric_latest,
+    metric_points,
+    projects,
+)
+from cairn.store.sql.orm import datums as datums_table
+from cairn.store.sql.translate import translate_error
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MIN_PREFIX = 4
+"""Shortest id prefix accepted for executions and datums."""
+
+_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
+_PG_ALLOCATE_LOCK = 0x63616973  # any constant all cairn processes agree on
+
+TRANSITION_FIELDS = frozenset(
+    {"exit_code", "status_detail", "queued_at", "started_at", "ended_at", "host", "pid",
+     "log_digest"}
+)
+_FINAL = [s.value for s in FINAL_STATUSES]
+_ACTIVE = [s.value for s in ACTIVE_STATUSES]
+
+
+def _translated(
+    method: Callable[Concatenate[SqlMetadataStore, P], T],
+) -> Callable[Concatenate[SqlMetadataStore, P], T]:
+    """Turn SQLAlchemy/driver exceptions raised by ``method`` into cairn errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqlMetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate_error(exc, dialect=self.dialect, where=self._where) from exc
+
+    return wrapper
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqlMetadataStore(MetadataStore):
+    """Metadata on SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``).
+
+    Opening a brand-new database creates the schema; a database written by an older or
+    newer cairn raises :class:`cairn.errors.SchemaError`. Safe to share between threads;
+    any number of processes may open the same database.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._url = normalize_url(url)
+        self._path = sqlite_path(self._url) if self._url.get_backend_name() == "sqlite" else None
+        self._where = str(self._path) if self._path else display_url(self._url)
+        self.engine: Engine = create_store_engine(self._url)
+        self.dialect: str = self.engine.dialect.name
+        self._writer = self.engine.execution_options(**write_options())
+        try:
+            self._open()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @_translated
+    def _open(self) -> None:
+        if schema.is_empty(self.engine):
+            log.info("creating the cairn metadata schema at %s", self._where)
+            schema.upgrade(self._url, engine=self.engine)
+        schema.check_schema(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"SqlMetadataStore({display_url(self._url)!r})"
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A transaction holding the write lock from its start (SQLite: BEGIN IMMEDIATE)."""
+        with self._writer.connect() as conn, conn.begin():
+            yield conn
+
+    def _require_execution(
+        self, conn: Connection, execution_id: str, *, lock: bool = False
+    ) -> None:
+        query = select(executions.c.id).where(executions.c.id == execution_id)
+        if lock and self.dialect == "postgresql":
+            # Serializes writers of one execution's metrics (seq numbers) on PostgreSQL;
+            # on SQLite the write transaction already does.
+            query = query.with_for_update()
+        if conn.execute(query).first() is None:
+            raise _no_execution(execution_id)
+
+    def _upsert(
+        self,
+        conn: Connection,
+        table: Any,
+        rows: list[dict[str, Any]],
+        keys: Sequence[str],
+        update_columns: Sequence[str] = (),
+    ) -> None:
+        """Insert ``rows``; on a key conflict update ``update_columns`` (or do nothing)."""
+        if not rows:
+            return
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(table)
+        if update_columns:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={name: stmt.excluded[name] for name in update_columns},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        conn.execute(stmt, rows)
+
+    # -- projects ---------------------------------------------------------------------
+    @_translated
+    def ensure_project(self, name: str) -> Project:
+        with self._read() as conn:
+            row = conn.execute(select(projects).where(projects.c.name == name)).first()
+        if row is not None:
+            return convert.project(row)
+        project_id = str(uuid.uuid4())
+        try:
+            with self._write() as conn:
+                row = conn.execute(select(projects).where(projects.c.name == name)).first()
+                if row is not None:
+                    return convert.project(row)
+                conn.execute(
+                    insert(projects).values(id=project_id, name=name, created_at=_now())
+                )
+                conn.execute(insert(counters).values(project_id=project_id, value=0))
+        except sa_exc.IntegrityError:
+            # PostgreSQL: another process created it between our read and our insert.
+            with self._read() as conn:
+                row = conn.execute(select(projects).where(projects.c.name == name)).one()
+            return convert.project(row)
+        return Project(id=project_id, name=name)
+
+    # -- executions -------------------------------------------------------------------
+    @_translated
+    def create_execution(self, new: NewExecution) -> Execution:
+        execution_id = str(uuid.uuid4())
+        created_at = _now()
+        tags = sorted(set(new.tags))
+        with self._write() as conn:
+            # UPDATE takes the row lock (PostgreSQL) inside the write lock (SQLite), so
+            # reading the bumped value back in the same transaction is atomic everywhere.
+            bumped = conn.execute(
+                update(counters)
+                .where(counters.c.project_id == new.project_id)
+                .values(value=counters.c.value + 1)
+            )
+            if bumped.rowcount != 1:
+                raise NotFoundError(
+                    f"no project with id {new.project_id!r}",
+                    hint="create it first with ensure_project(name)",
+                )
+            counter = conn.execute(
+                select(counters.c.value).where(counters.c.project_id == new.project_id)
+            ).scalar_one()
+            conn.execute(
+                insert(executions).values(
+                    id=execution_id,
+                    project_id=new.project_id,
+                    counter=counter,
+                    step=new.step,
+                    status=Status.CREATED.value,
+                    parameters=new.parameters,
+                    command=list(new.command),
+                    code=convert.code_to_json(new.code),
+                    environment=new.environment,
+                    step_config=new.step_config,
+                    resources=new.resources.to_dict(),
+                    title=new.title,
+                    rerun_of=new.rerun_of,
+                    created_at=created_at,
+                    time_limit=new.time_limit,
+                    no_output_timeout=new.no_output_timeout,
+                    gpu_ids=[],
+                    stop_requested=False,
+                )
+            )
+            if new.inputs:
+                conn.execute(
+                    insert(execution_inputs), convert.input_rows(execution_id, new.inputs)
+                )
+            if tags:
+                conn.execute(
+                    insert(execution_tags),
+                    [{"execution_id": execution_id, "tag": tag} for tag in tags],
+                )
+        return Execution(
+            id=execution_id,
+            project_id=new.project_id,
+            counter=counter,
+            step=new.step,
+            status=Status.CREATED,
+            parameters=new.parameters,
+            command=list(new.command),
+            inputs=list(new.inputs),
+            code=new.code,
+            environment=new.environment,
+            step_config=new.step_config,
+            resources=new.resources,
+            created_at=created_at,
+            title=new.title,
+            tags=tuple(tags),
+            rerun_of=new.rerun_of,
+            time_limit=new.time_limit,
+            no_output_timeout=new.no_output_timeout,
+        )
+
+    @_translated
+    def get_execution(self, project_id: str, ref: str | int) -> Execution:
+        with self._read() as conn:
+            row = self._find_execution(conn, project_id, ref)
+            return self._hydrate(conn, [row])[0]
+
+    def _find_execution(self, conn: Connection, project_id: str, ref: str | int) -> Row[Any]:
+        in_project = executions.c.project_id == project_id
+        text_ref = str(ref).strip()
+        counter: int | None = None
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            counter = ref
+        elif text_ref.startswith("#"):
+            if not text_ref[1:].isdigit():
+                raise NotFoundError(
+                    f"no execution {text_ref}: a #number is an execution counter",
+                    hint="use #12, 12, or an execution id (or its first 8 characters)",
+                )
+            counter = int(text_ref[1:])
+        elif text_ref.isdigit():
+            counter = int(text_ref)
+        if counter is not None:
+            row = conn.execute(
+                select(executions).where(in_project, executions.c.counter == counter)
+            ).first()
+            if row is not None:
+                return row
+            # An all-digit string may still be an id prefix; a #number or int may not.
+            if isinstance(ref, int) or text_ref.startswith("#") or len(text_ref) < MIN_PREFIX:
+                raise NotFoundError(
+                    f"no execution #{counter} in this project",
+                    hint="`cairn exec list` shows the executions",
+                )
+        prefix = text_ref.lower()
+        if len(prefix) < MIN_PREFIX:
+            raise NotFoundError(
+                f"no execution {text_ref!r}: an id prefix needs at least {MIN_PREFIX} characters",
+                hint="use the #counter, or more characters of the execution id",
+            )
+        rows = queries.rows_by_id_prefix(conn, executions, project_id, prefix, at_most=11)
+        if not rows:
+            raise NotFoundError(
+                f"no execution matches {text_ref!r} in this project",
+                hint="`cairn exec list` shows the executions",
+            )
+        if len(rows) > 1:
+            shown = ", ".join(f"#{r.counter} ({r.id})" for r in rows[:10])
+            more = " and more" if len(rows) > 10 else ""
+            raise NotFoundError(
+                f"execution id prefix {text_ref!r} is ambiguous: it matches {shown}{more}",
+                hint="give more characters of the id, or the #counter",
+            )
+        return rows[0]
+
+    @_translated
+    def list_executions(
+        self,
+        project_id: str,
+        *,
+        step: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        tag: str | None = None,
+        sort: str | None = None,
+        descending: bool = True,
+        limit: int | None = None,
+    ) -> list[Execution]:
+        """See :meth:`MetadataStore.list_executions`; ties sort by counter, same direction.
+
+        Sorting by ``metric:KEY`` walks the ``metric_latest(key, value)`` index in order
+        and stops after ``limit`` matches, then (if the page is not full) adds the
+        executions that lack the metric, by counter. A NaN latest value counts as missing.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        where = queries.execution_filters(project_id, step, statuses, tag)
+        with self._read() as conn:
+            rows = queries.sorted_executions(conn, where, sort, descending, limit)
+            return self._hydrate(conn, rows)
+
+    def _hydrate(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[Execution]:
+        """Entities for ``rows`` with their inputs, tags and latest metrics (batched)."""
+        ids = [row.id for row in rows]
+        inputs: dict[str, list[InputFile]] = defaultdict(list)
+        tags: dict[str, list[str]] = defaultdict(list)
+        metrics: dict[str, dict[str, Any]] = defaultdict(dict)
+        for chunk in _chunks(ids):
+            for r in conn.execute(
+                select(execution_inputs)
+                .where(execution_inputs.c.execution_id.in_(chunk))
+                .order_by(execution_inputs.c.execution_id, execution_inputs.c.position)
+            ):
+                inputs[r.execution_id].append(convert.input_file(r))
+            for r in conn.execute(
+                select(execution_tags.c.execution_id, execution_tags.c.tag).where(
+                    execution_tags.c.execution_id.in_(chunk)
+                )
+            ):
+                tags[r.execution_id].append(r.tag)
+            for r in conn.execute(
+                select(metric_latest.c.execution_id, metric_latest.c.key, metric_latest.c.value)
+                .where(metric_latest.c.execution_id.in_(chunk))
+                .order_by(metric_latest.c.execution_id, metric_latest.c.key)
+            ):
+                metrics[r.execution_id][r.key] = convert.null_to_nan(r.value)
+            for r in conn.execute(
+                select(metadata_latest)
+                .where(metadata_latest.c.execution_id.in_(chunk))
+                .order_by(metadata_latest.c.execution_id, metadata_latest.c.key)
+            ):
+                metrics[r.execution_id][r.key] = r.value
+        return [
+            convert.execution(
+                row, inputs=inputs[row.id], tags=tags[row.id], metrics=metrics[row.id]
+            )
+            for row in rows
+        ]
+
+    @_translated
+    def count_executions(self, project_id: str) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(executions)
+                    .where(executions.c.project_id == project_id)
+                ).scalar_one()
+            )
+
+    @_translated
+    def transition(
+        self,
+        execution_id: str,
+        to: Status,
+        *,
+        expect: Iterable[Status] | None = None,
+        **fields: Any,
+    ) -> bool:
+        unknown = set(fields) - TRANSITION_FIELDS
+        if unknown:
+            raise TypeError(
+                f"transition() cannot set {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(sorted(TRANSITION_FIELDS))}"
+            )
+        for name, value in fields.items():
+            convert.ensure_aware(name, value)
+        conditions = [executions.c.id == execution_id, executions.c.status.not_in(_FINAL)]
+        if expect is not None:
+            conditions.append(executions.c.status.in_([Status(s).value for s in expect]))
+        values = dict(fields, status=Status(to).value)
+        with self._write() as conn:
+            if "started_at" in fields or "ended_at" in fields:
+                values["duration"] = self._duration_after(conn, execution_id, fields)
+            changed = conn.execute(update(executions).where(*conditions).values(values)).rowcount
+            if changed == 0:
+                self._require_execution(conn, execution_id)
+        return changed == 1
+
+    def _duration_after(
+        self, conn: Connection, execution_id: str, fields: dict[str, Any]
+    ) -> float | None:
+        """The stored duration once ``fields`` apply: end − start when both are known."""
+        query = select(executions.c.started_at, executions.c.ended_at).where(
+            executions.c.id == execution_id
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise _no_execution(execution_id)
+        started = fields.get("started_at", row.started_at)
+        ended = fields.get("ended_at", row.ended_at)
+        if started is None or ended is None:
+            return None
+        return float((ended - started).total_seconds())
+
+    @_translated
+    def request_stop(self, execution_id: str) -> None:
+        with self._write() as conn:
+            changed = conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id)
+                .values(stop_requested=True)
+            ).rowcount
+        if changed == 0:
+            raise _no_execution(execution_id)
+
+    @_translated
+    def allocate(
+        self,
+        execution_id: str,
+        *,
+        host: str,
+        capacity: Resources,
+        gpu_ids: Sequence[int],
+    ) -> Allocation | None:
+        """See :meth:`MetadataStore.allocate`.
+
+        GPUs are the indices in ``gpu_ids`` not held by an active execution on ``host``
+        (``capacity.gpus`` is not consulted). ``capacity.memory_mb`` ≤ 0 means memory is
+        not limited. An execution that is not ``queued`` (e.g. stopped meanwhile) is not
+        allocated: returns ``None``.
+        """
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                # One allocator at a time across processes; released at commit.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_ALLOCATE_LOCK})
+            row = conn.execute(
+                select(executions.c.status, executions.c.resources).where(
+                    executions.c.id == execution_id
+                )
+            ).first()
+            if row is None:
+                raise _no_execution(execution_id)
+            if row.status != Status.QUEUED.value:
+                return None
+            need = Resources.from_dict(row.resources)
+            used_cpus = 0.0
+            used_memory = 0
+            held: set[int] = set()
+            for active in conn.execute(
+                select(executions.c.resources, executions.c.gpu_ids).where(
+                    executions.c.status.in_(_ACTIVE), executions.c.host == host
+                )
+            ):
+                res = Resources.from_dict(active.resources)
+                used_cpus += res.cpus
+                used_memory += res.memory_mb
+                held.update(active.gpu_ids or ())
+            if used_cpus + need.cpus > capacity.cpus + 1e-9:
+                return None
+            if capacity.memory_mb > 0 and used_memory + need.memory_mb > capacity.memory_mb:
+                return None
+            free = [g for g in gpu_ids if g not in held]
+            if need.gpus > len(free):
+                return None
+            granted = tuple(free[: need.gpus])
+            conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id)
+                .values(status=Status.STARTING.value, host=host, gpu_ids=list(granted))
+            )
+        return Allocation(gpu_ids=granted)
+
+    @_translated
+    def add_tags(self, execution_id: str, tags: Iterable[str]) -> None:
+        wanted = sorted(set(tags))
+        with self._write() as conn:
+            self._require_execution(conn, execution_id)
+            self._upsert(
+                conn,
+                execution_tags,
+                [{"execution_id": execution_id, "tag": tag} for tag in wanted],
+                keys=("execution_id", "tag"),
+            )
+
+    @_translated
+    def remove_tags(self, execution_id: str, tags: Iterable[str]) -> None:
+        unwanted = sorted(set(tags))
+        with self._write() as conn:
+            self._require_execution(conn, execution_id)
+            if unwanted:
+                conn.execute(
+                    delete(execution_tags).where(
+                        execution_tags.c.execution_id == execution_id,
+                        execution_tags.c.tag.in_(unwanted),
+                    )
+                )
+
+    # -- datums -----------------------------------------------------------------------
+    @_translated
+    def add_datums(self, datums: Sequence[Datum]) -> None:
+        if not datums:
+            return
+        for item in datums:
+            convert.ensure_aware("created_at", item.created_at)
+        with self._write() as conn:
+            conn.execute(insert(datums_table), [convert.datum_row(item) for item in datums])
+            tag_rows = [
+                {"datum_id": item.id, "tag": tag} for item in datums for tag in set(item.tags)
+            ]
+            if tag_rows:
+                conn.execute(insert(datum_tags), tag_rows)
+
+    @_translated
+    def get_datum(self, project_id: str, ref: str) -> Datum:
+        text_ref = ref.strip()
+        if text_ref.startswith("datum://"):
+            text_ref = text_ref[len("datum://") :]
+        in_project = datums_table.c.project_id == project_id
+        with self._read() as conn:
+            row = conn.execute(
+                select(datums_table).where(in_project, datums_table.c.id == text_ref)
+            ).first()
+            if row is None:
+                if len(text_ref) < MIN_PREFIX:
+                    raise NotFoundError(
+                        f"no datum {ref!r}: an id prefix needs at least {MIN_PREFIX} characters",
+                        hint="give more characters of the datum id",
+                    )
+                rows = queries.rows_by_id_prefix(
+                    conn, datums_table, project_id, text_ref, at_most=11
+                )
+                if not rows:
+                    raise NotFoundError(
+                        f"no datum matches {ref!r} in this project",
+                        hint="`cairn datum list` shows the datums",
+                    )
+                if len(rows) > 1:
+                    shown = ", ".join(f"{r.id} ({r.name})" for r in rows[:10])
+                    raise NotFoundError(
+                        f"datum id prefix {ref!r} is ambiguous: it matches {shown}",
+                        hint="give more characters of the datum id",
+                    )
+                row = rows[0]
+            return self._datums_with_tags(conn, [row])[0]
+
+    @_translated
+    def list_datums(self, project_id: str, *, execution_id: str | None = None) -> list[Datum]:
+        query = select(datums_table).where(datums_table.c.project_id == project_id)
+        if execution_id is not None:
+            query = query.where(datums_table.c.execution_id == execution_id)
+        query = query.order_by(datums_table.c.name, datums_table.c.created_at, datums_table.c.id)
+        with self._read() as conn:
+            return self._datums_with_tags(conn, conn.execute(query).all())
+
+    def _datums_with_tags(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[Datum]:
+        tags: dict[str, list[str]] = defaultdict(list)
+        ids = [row.id for row in rows]
+        for chunk in _chunks(ids):
+            for r in conn.execute(
+                select(datum_tags.c.datum_id, datum_tags.c.tag).where(
+                    datum_tags.c.datum_id.in_(chunk)
+                )
+            ):
+                tags[r.datum_id].append(r.tag)
+        return [convert.datum(row, tags[row.id]) for row in rows]
+
+    # -- metrics ----------------------------------------------------------------------
+    @_translated
+    def add_metrics(self, execution_id: str, points: Sequence[MetricPoint]) -> None:
+        """See :meth:`MetadataStore.add_metrics`.
+
+        The store numbers points in arrival order (``seq`` continues from the last stored
+        point; the ``seq`` given on the points is ignored). NaN values are kept as NaN.
+        A key's latest value replaces any non-numeric metadata value of that key.
+        """
+        if not points:
+            return
+        with self._write() as conn:
+            self._require_execution(conn, execution_id, lock=True)
+            last = conn.execute(
+                select(func.max(metric_points.c.seq)).where(
+                    metric_points.c.execution_id == execution_id
+                )
+            ).scalar()
+            seq = 0 if last is None else last + 1
+            rows: list[tuple[Any, ...]] = []
+            latest: dict[str, tuple[Any, ...]] = {}
+            nan_to_null = convert.nan_to_null
+            for point in points:
+                row = (execution_id, seq, point.key, point.step, nan_to_null(point.value), point.time)
+                rows.append(row)
+                latest[point.key] = row
+                seq += 1
+            self._insert_points(conn, rows)
+            self._upsert(
+                conn,
+                metric_latest,
+                [
+                    {"execution_id": execution_id, "key": key, "value": r[4], "step": r[3],
+                     "time": r[5]}
+                    for key, r in latest.items()
+                ],
+                keys=("execution_id", "key"),
+                update_columns=("value", "step", "time"),
+            )
+            conn.execute(
+                delete(metadata_latest).where(
+                    metadata_latest.c.execution_id == execution_id,
+                    metadata_latest.c.key.in_(list(latest)),
+                )
+            )
+
+    def _insert_points(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if self.dialect == "sqlite":
+            # Straight to the driver's executemany: no per-row bind processing is needed
+            # (plain str/int/float), and it is several times faster than Core here.
+            conn.exec_driver_sql(
+                "INSERT INTO metric_points (execution_id, seq, key, step, value, time) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return
+        columns = ("execution_id", "seq", "key", "step", "value", "time")
+        conn.execute(insert(metric_points), [dict(zip(columns, row)) for row in rows])
+
+    @_translated
+    def set_metadata(self, execution_id: str, values: dict[str, Any]) -> None:
+        if not values:
+            return
+        with self._write() as conn:
+            self._require_execution(conn, execution_id)
+            self._upsert(
+                conn,
+                metadata_latest,
+                [
+                    {"execution_id": execution_id, "key": key, "value": value}
+                    for key, value in values.items()
+                ],
+                keys=("execution_id", "key"),
+                update_columns=("value",),
+            )
+            conn.execute(
+                delete(metric_latest).where(
+                    metric_latest.c.execution_id == execution_id,
+                    metric_latest.c.key.in_(list(values)),
+                )
+            )
+
+    @_translated
+    def get_metrics(self, execution_id: str) -> list[MetricPoint]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(metric_points)
+                .where(metric_points.c.execution_id == execution_id)
+                .order_by(metric_points.c.seq)
+            ).all()
+            if not rows:
+                self._require_execution(conn, execution_id)
+        return [convert.metric_point(r) for r in rows]
+
+
+def _no_execution(execution_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"no execution with id {execution_id!r}",
+        hint="`cairn exec list` shows the executions",
+    )

@@ -1,0 +1,306 @@
+"""The SQL metadata store: the shared contract on SQLite (and PostgreSQL when configured),
+plus what only the SQL backend has: schema versions, SQLite settings, speed."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+
+from cairn.entities import MetricPoint, Status
+from cairn.errors import ConfigError, SchemaError, StoreNotWritableError
+from cairn.store.sql import schema
+from cairn.store.sql.engine import create_store_engine, normalize_url
+from cairn.store.sql.orm import metadata
+from cairn.store.sql.store import SqlMetadataStore
+from cairn.testing.populate import populate
+from cairn.testing.store_contract import MetadataStoreContract, new_execution
+
+POSTGRES_URL = os.environ.get("CAIRN_TEST_POSTGRES_URL")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+class TestSqliteStore(MetadataStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[SqlMetadataStore]:
+        store = SqlMetadataStore(sqlite_url(tmp_path / ".cairn" / "cairn.db"))
+        yield store
+        store.close()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:
+            metadata.drop_all(conn)
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.skipif(
+    not POSTGRES_URL, reason="set CAIRN_TEST_POSTGRES_URL to run the store contract on PostgreSQL"
+)
+class TestPostgresStore(MetadataStoreContract):
+    """Runs against the database named by CAIRN_TEST_POSTGRES_URL, which it wipes."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[SqlMetadataStore]:
+        assert POSTGRES_URL
+        _reset_postgres(POSTGRES_URL)
+        store = SqlMetadataStore(POSTGRES_URL)
+        yield store
+        store.close()
+
+    def test_migrated_schema_matches_models(self, store: SqlMetadataStore) -> None:
+        assert _schema_diffs(store) == []
+
+
+# -- schema -----------------------------------------------------------------------------
+def _schema_diffs(store: SqlMetadataStore) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+
+def _stamp(path: Path, revision: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+def test_new_database_is_created_with_folder(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "cairn.db"
+    store = SqlMetadataStore(sqlite_url(path))
+    try:
+        assert path.is_file()
+        assert schema.current_revision(store.engine) == schema.HEAD_REVISION
+        assert _schema_diffs(store) == []
+    finally:
+        store.close()
+
+
+def test_known_revisions_match_the_migration_scripts() -> None:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(schema.alembic_config("sqlite://"))
+    history = [script.revision for script in scripts.walk_revisions()]
+    assert tuple(reversed(history)) == schema.KNOWN_REVISIONS
+    assert scripts.get_current_head() == schema.HEAD_REVISION
+
+
+def test_sqlite_settings(tmp_path: Path) -> None:
+    store = SqlMetadataStore(sqlite_url(tmp_path / "cairn.db"))
+    try:
+        with store.engine.connect() as conn:
+
+            def pragma(name: str) -> object:
+                return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+            assert pragma("journal_mode") == "wal"
+            assert int(pragma("busy_timeout")) >= 30_000  # type: ignore[call-overload]
+            assert pragma("foreign_keys") == 1
+            assert pragma("synchronous") == 1  # NORMAL
+    finally:
+        store.close()
+
+
+def test_database_from_a_newer_cairn_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cairn.db"
+    SqlMetadataStore(sqlite_url(path)).close()
+    _stamp(path, "9999_from_the_future")
+    with pytest.raises(SchemaError) as caught:
+        SqlMetadataStore(sqlite_url(path))
+    assert "newer version of cairn" in caught.value.message
+    assert caught.value.hint and "pip install -U cairn" in caught.value.hint
+
+
+def test_database_at_an_older_revision_names_the_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # There is one real revision so far: pretend "0000" is an older known one.
+    monkeypatch.setattr(schema, "KNOWN_REVISIONS", ("0000", *schema.KNOWN_REVISIONS))
+    path = tmp_path / "cairn.db"
+    SqlMetadataStore(sqlite_url(path)).close()
+    _stamp(path, "0000")
+    with pytest.raises(SchemaError) as caught:
+        SqlMetadataStore(sqlite_url(path))
+    assert caught.value.message == (
+        f"database schema is at 0000, this cairn needs {schema.HEAD_REVISION}"
+    )
+    assert caught.value.hint and "`cairn db upgrade`" in caught.value.hint
+
+
+def test_database_with_foreign_tables_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cairn.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE executions (id TEXT)")
+    with pytest.raises(SchemaError, match="no cairn schema version"):
+        SqlMetadataStore(sqlite_url(path))
+
+
+def test_opening_an_existing_store_does_not_import_alembic(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "cairn.db")
+    SqlMetadataStore(url).close()
+    code = (
+        "import sys\n"
+        "from cairn.store.sql.store import SqlMetadataStore\n"
+        f"SqlMetadataStore({url!r}).ensure_project('p')\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
+
+
+def _open_and_count(url: str) -> int:
+    store = SqlMetadataStore(url)
+    try:
+        project = store.ensure_project("race")
+        store.create_execution(new_execution(project))
+        return store.count_executions(project.id)
+    finally:
+        store.close()
+
+
+def test_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "cairn.db")
+    with ProcessPoolExecutor(3, mp_context=get_context("spawn")) as pool:
+        counts = list(pool.map(_open_and_count, [url] * 3, timeout=120))
+    assert sorted(counts)[-1] == 3
+
+
+# -- URLs and permissions ---------------------------------------------------------------
+def test_postgresql_urls_use_psycopg() -> None:
+    assert normalize_url("postgresql://me@db/cairn").drivername == "postgresql+psycopg"
+    assert normalize_url("postgresql+psycopg://me@db/cairn").drivername == "postgresql+psycopg"
+    with pytest.raises(ConfigError):
+        normalize_url("mysql://me@db/cairn")
+
+
+def test_in_memory_sqlite_store() -> None:
+    store = SqlMetadataStore("sqlite://")
+    try:
+        project = store.ensure_project("p")
+        assert store.create_execution(new_execution(project)).counter == 1
+    finally:
+        store.close()
+
+
+def test_store_under_a_file_is_not_writable(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(StoreNotWritableError) as caught:
+        SqlMetadataStore(sqlite_url(blocker / "sub" / "cairn.db"))
+    assert caught.value.message.startswith(f"cannot write the cairn store at {blocker}")
+    assert caught.value.hint and "CAIRN_DATA_DIR" in caught.value.hint
+
+
+def test_store_in_a_read_only_folder_is_not_writable(tmp_path: Path) -> None:
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        try:
+            (folder / "probe").write_text("")
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("permissions do not stop this user from writing (running as root?)")
+        with pytest.raises(StoreNotWritableError, match="cannot write the cairn store at"):
+            SqlMetadataStore(sqlite_url(folder / "cairn.db"))
+    finally:
+        folder.chmod(0o700)
+
+
+# -- speed ------------------------------------------------------------------------------
+def test_metric_ingestion_rate(tmp_path: Path) -> None:
+    store = SqlMetadataStore(sqlite_url(tmp_path / "cairn.db"))
+    try:
+        project = store.ensure_project("p")
+        execution = store.create_execution(new_execution(project))
+        batch = 5_000
+        best = 0.0
+        for attempt in range(4):
+            points = [
+                MetricPoint("loss" if i % 2 else "acc", i / batch, attempt * batch + i, 1.0 * i)
+                for i in range(batch)
+            ]
+            started = time.perf_counter()
+            store.add_metrics(execution.id, points)
+            best = max(best, batch / (time.perf_counter() - started))
+        assert len(store.get_metrics(execution.id)) == 4 * batch
+        assert best >= 100_000, f"{best:,.0f} points/s"
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SqlMetadataStore, str]]:
+    store = SqlMetadataStore(sqlite_url(tmp_path_factory.mktemp("big") / "cairn.db"))
+    project = store.ensure_project("big")
+    populate(store, project.id, 100_000)
+    yield store, project.id
+    store.close()
+
+
+def _best_ms(run: object, repeat: int = 5) -> float:
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()  # type: ignore[operator]
+        timings.append((time.perf_counter() - started) * 1000)
+    return min(timings)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sort", "filters"),
+    [
+        ("metric:accuracy", {}),
+        ("metric:loss", {"descending": False}),
+        ("metric:accuracy", {"tag": "sweep"}),
+        ("metric:accuracy", {"step": "train", "statuses": [Status.COMPLETE]}),
+        ("counter", {}),
+        ("created", {"descending": False}),
+        ("duration", {}),
+    ],
+)
+def test_listing_100k_executions_is_fast(
+    big_store: tuple[SqlMetadataStore, str], sort: str, filters: dict[str, object]
+) -> None:
+    store, project_id = big_store
+    page = store.list_executions(project_id, sort=sort, limit=50, **filters)  # type: ignore[arg-type]
+    assert len(page) == 50
+    if sort.startswith("metric:"):
+        values = [e.metrics[sort[7:]] for e in page]
+        descending = filters.get("descending", True)
+        assert values == sorted(values, reverse=bool(descending))
+    elapsed = _best_ms(
+        lambda: store.list_executions(project_id, sort=sort, limit=50, **filters)  # type: ignore[arg-type]
+    )
+    assert elapsed < 50, f"{sort} {filters}: {elapsed:.1f} ms"
+
+
+@pytest.mark.slow
+def test_populated_executions_read_back(big_store: tuple[SqlMetadataStore, str]) -> None:
+    store, project_id = big_store
+    assert store.count_executions(project_id) == 100_000
+    first = store.get_execution(project_id, 1)
+    assert first.status is Status.COMPLETE and first.tags == ("sweep",)
+    assert first.created_at.tzinfo is not None and first.duration is not None
+    assert set(first.metrics) == {"accuracy", "loss"}
