@@ -15,9 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def cairn(*args: str, quiet_args: bool = False) -> None:
-    shown = " ".join(args) if not quiet_args else " ".join(a for a in args if "datum://" not in a)
-    print(f"\n$ cairn {shown}", flush=True)
+def cairn(*args: str) -> None:
+    print(f"\n$ cairn {_shorten(args)}", flush=True)
     subprocess.run(["cairn", *args], cwd=HERE, check=True)
 
 
@@ -34,14 +33,14 @@ def main() -> int:
     prepare = client.executions(step="prepare", status="complete", limit=1)[0]
     images = [a for uri in outputs_of(client, prepare, "digits/") for a in ("--input", f"images={uri}")]
     print(f"(passing {len(images) // 2} image datums of #{prepare.counter} as the `images` input)")
-    cairn("run", "train", "--epochs=8", "--learning-rate=0.01", *gpus, *images, quiet_args=True)
+    cairn("run", "train", "--epochs=8", "--learning-rate=0.01", *gpus, *images)
     cairn("run", "train", "--epochs=8", "--optimizer=sgd", "--learning-rate=0.05", *gpus,
-          *images, quiet_args=True)
+          *images)
     best = client.executions(step="train", status="complete", sort="metric:val_accuracy",
                              limit=1)[0]
     model = [d.uri for d in best.outputs if d.name == "model.pt"][0]
     print(f"(best training run: #{best.counter}, val_accuracy={best.metrics.get('val_accuracy')})")
-    cairn("run", "evaluate", "--input", f"model={model}", *images, quiet_args=True)
+    cairn("run", "evaluate", "--input", f"model={model}", *images)
     cairn("ls")
     trains = client.executions(step="train", limit=2)
     cairn("compare", *[str(t.counter) for t in reversed(trains)])
@@ -49,6 +48,26 @@ def main() -> int:
     print("\nEverything above is recorded in examples/digits/.cairn/. Try:"
           "\n  cd examples/digits && cairn show 2 && cairn metrics 2 && cairn rerun 1")
     return 0
+
+
+def _shorten(args: tuple[str, ...]) -> str:
+    """The command line as typed, with long runs of --input options summarized."""
+    shown: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--input" and i + 1 < len(args):
+            name = args[i + 1].split("=", 1)[0]
+            j = i
+            while j + 1 < len(args) and args[j] == "--input" and args[j + 1].startswith(name + "="):
+                j += 2
+            count = (j - i) // 2
+            shown.append(f"--input {args[i + 1]}" if count == 1 else
+                         f"--input {name}=datum://… ({count} datums)")
+            i = j
+        else:
+            shown.append(args[i])
+            i += 1
+    return " ".join(shown)
 
 
 def _gpu_count() -> int:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from cairn.cli.main import main
 
 PROJECT_YAML = """\
 - step:
@@ -124,19 +123,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "copy_inputs.py").write_text(COPY)
     monkeypatch.chdir(root)
     return root
-
-
-@pytest.fixture
-def cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capfd.readouterr()
-        code = main(list(args))
-        out, err = capfd.readouterr()
-        return code, out, err
-
-    return run
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:

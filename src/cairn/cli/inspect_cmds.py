@@ -83,12 +83,16 @@ def ls(step: str | None, statuses: tuple[str, ...], tag: str | None, sort_key: s
 
 
 def _columns(dicts: Sequence[dict[str, Any]], *, first: str | None, numeric: bool,
-             limit: int = 4) -> list[str]:
-    keys: list[str] = [first] if first else []
+             limit: int = 5) -> list[str]:
+    """The metric keys most rows have (the sort key first), in order of first appearance."""
+    counts: dict[str, int] = {}
     for d in dicts:
         for k, v in d.items():
-            if k not in keys and (not numeric or isinstance(v, (int, float))):
-                keys.append(k)
+            if not numeric or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                counts[k] = counts.get(k, 0) + 1
+    ranked = sorted(counts, key=lambda k: -counts[k])  # stable: ties keep first appearance
+    keys = [first] if first else []
+    keys += [k for k in ranked if k != first]
     return keys[:limit]
 
 
@@ -298,30 +302,31 @@ def compare(refs: tuple[str, ...], show_all: bool) -> None:
     headers = ["", *[f"#{e.counter} {e.step}" for e in exs]]
     rows: list[list[str]] = []
 
-    def add(section: str, getter: Any, keys: list[str]) -> None:
-        if not keys:
-            return
-        rows.append([click.style(section, bold=True), *["" for _ in exs]])
+    def add(section: str, getter: Any, keys: list[str], always: bool = False) -> None:
+        body = []
         for k in keys:
             vals = [render.value(getter(e).get(k)) if k in getter(e) else "-" for e in exs]
             differ = len(set(vals)) > 1
-            if not differ and not show_all and section != "metrics":
+            if not differ and not (show_all or always):
                 continue
             if differ:
                 vals = [click.style(v, fg="yellow", bold=True) for v in vals]
                 k = click.style(k, fg="yellow")
-            rows.append([f"  {k}", *vals])
+            body.append([f"  {k}", *vals])
+        if body:
+            rows.append([click.style(section, bold=True), *["" for _ in exs]])
+            rows.extend(body)
 
-    add("status", lambda e: {"status": e.status.value, "duration": render.duration(e.duration)},
-        ["status", "duration"])
+    add("run", lambda e: {"status": e.status.value, "duration": render.duration(e.duration)},
+        ["status", "duration"], always=True)
     add("parameters", lambda e: e.parameters, _union([e.parameters for e in exs]))
     add("inputs", _input_digests, _union([_input_digests(e) for e in exs]))
-    add("metrics", lambda e: e.metrics, _union([e.metrics for e in exs]))
+    add("metrics", lambda e: e.metrics, _union([e.metrics for e in exs]), always=True)
     add("code", lambda e: {"tree": e.code.tree_digest[:12] if e.code else "-"}, ["tree"])
     click.echo(render.table(headers, rows))
     if not show_all:
-        click.echo(click.style("(rows where all agree are hidden except metrics; --all shows them)",
-                               dim=True))
+        click.echo(click.style("(parameters, inputs and code that agree are hidden; "
+                               "--all shows them)", dim=True))
 
 
 def _input_digests(e: Execution) -> dict[str, str]:

@@ -29,7 +29,25 @@ class Context:
     def store(self) -> MetadataStore:
         from cairn.store import open_metadata_store
 
+        self._prepare_data_dir()
         return open_metadata_store(self.settings.database_url)
+
+    def _prepare_data_dir(self) -> None:
+        """Create the data folder, ignored by git so snapshots and commits never hold it."""
+        data_dir = self.settings.data_dir
+        ignore = data_dir / ".gitignore"
+        if ignore.exists():
+            return
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            ignore.write_text("# cairn's data: metadata, blobs, logs. Not for git.\n*\n")
+        except OSError as exc:
+            from cairn.errors import StoreNotWritableError
+
+            raise StoreNotWritableError(
+                f"cannot write the cairn data folder {data_dir}: {exc.strerror or exc}",
+                "check the folder's permissions, or set CAIRN_DATA_DIR to a writable folder",
+            ) from exc
 
     @cached_property
     def content(self) -> ContentStore:

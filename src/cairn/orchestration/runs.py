@@ -53,7 +53,7 @@ def create_execution(ctx: Context, request: RunRequest) -> Execution:
     inputs = _resolve_inputs(ctx, step, request.inputs)
     variables = _resolve_variables(step, request.variables)
     code = snapshot_code(ctx.settings.project_root, ctx.content, data_dir=ctx.settings.data_dir)
-    environment = capture_environment(ctx.content)
+    environment = capture_environment(ctx.content, ctx.settings.data_dir / "cache")
     environment["step_variables"] = variables
     return _store_and_queue(ctx, NewExecution(
         project_id=ctx.project_id,
@@ -87,7 +87,7 @@ def create_rerun(ctx: Context, ref: str | int) -> Execution:
             f"(first: {missing[0].input_name}/{missing[0].name})",
             "it cannot be re-run exactly; run the step again instead",
         )
-    environment = capture_environment(ctx.content)
+    environment = capture_environment(ctx.content, ctx.settings.data_dir / "cache")
     environment["step_variables"] = original.environment.get("step_variables", {})
     return _store_and_queue(ctx, NewExecution(
         project_id=ctx.project_id,

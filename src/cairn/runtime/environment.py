@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from cairn.store.cas import ContentStore
@@ -18,15 +21,49 @@ _RECORDED_PREFIXES = ("CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "PYTHONHA
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
 
 
-def capture_environment(content: ContentStore) -> dict[str, Any]:
-    """Describe this machine and Python environment; the package list goes to the store."""
-    packages = installed_packages()
-    lock = "".join(f"{name}=={version}\n" for name, version in packages).encode()
+def capture_environment(content: ContentStore, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Describe this machine and Python environment; the package list goes to the store.
+
+    Listing installed packages costs ~0.1 s; with ``cache_dir`` the list is reused for as
+    long as no folder on ``sys.path`` changed (installing or removing a package does).
+    """
+    digest, count = _package_lock(content, cache_dir)
     env = dict(_static_facts())
-    env["packages_digest"] = content.put_bytes(lock)
-    env["package_count"] = len(packages)
+    env["packages_digest"] = digest
+    env["package_count"] = count
     env["variables"] = recorded_variables(os.environ)
     return env
+
+
+def _package_lock(content: ContentStore, cache_dir: Path | None) -> tuple[str, int]:
+    key = None
+    if cache_dir is not None:
+        stamps = [sys.executable]
+        for entry in sys.path:
+            try:
+                stamps.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
+            except OSError:
+                stamps.append(f"{entry}:-")
+        key = hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:32]
+        cached = cache_dir / f"packages-{key}.json"
+        try:
+            data = json.loads(cached.read_text())
+            if content.has(data["digest"]):
+                return data["digest"], data["count"]
+        except (OSError, ValueError, KeyError):
+            pass
+    packages = installed_packages()
+    lock = "".join(f"{name}=={version}\n" for name, version in packages).encode()
+    digest = content.put_bytes(lock)
+    if key is not None and cache_dir is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cache_dir / f".packages-{key}.{os.getpid()}"
+            tmp.write_text(json.dumps({"digest": digest, "count": len(packages)}))
+            os.replace(tmp, cache_dir / f"packages-{key}.json")
+        except OSError:
+            pass  # a cache, nothing more
+    return digest, len(packages)
 
 
 def installed_packages() -> list[tuple[str, str]]:

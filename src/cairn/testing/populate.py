@@ -10,7 +10,7 @@ import json
 import random
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cairn.entities import MetricPoint, Status
@@ -66,7 +66,7 @@ def _populate_generic(
                 tags=("sweep",) if i % 10 == 0 else (),
             )
         )
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         store.transition(execution.id, Status.COMPLETE, started_at=now, ended_at=now, exit_code=0)
         store.add_metrics(
             execution.id, [MetricPoint(key, rng.random(), 1, now.timestamp()) for key in metrics]
@@ -86,23 +86,29 @@ def _populate_sql(
     from cairn.store.sql import orm
 
     with store._write() as conn:  # the store's write transaction (holds the write lock)
-        first = conn.execute(
-            select(orm.counters.c.value).where(orm.counters.c.project_id == project_id)
-        ).scalar_one() + 1
+        first = (
+            conn.execute(
+                select(orm.counters.c.value).where(orm.counters.c.project_id == project_id)
+            ).scalar_one()
+            + 1
+        )
         conn.execute(
             update(orm.counters)
             .where(orm.counters.c.project_id == project_id)
             .values(value=first + n - 1)
         )
-        insert = _insert_sqlite if store.dialect == "sqlite" else _insert_core
+        sqlite = store.dialect == "sqlite"
         for offset in range(0, n, _BATCH):
             batch = [
                 _synthetic(rng, first, i, metrics) for i in range(offset, min(n, offset + _BATCH))
             ]
-            insert(conn, project_id, batch, metrics, points)
+            tables = _rows(project_id, batch, metrics, points, sqlite_text=sqlite)
+            for table, (columns, rows) in tables.items():
+                if rows:
+                    (_executemany if sqlite else _copy)(conn, table, columns, rows)
 
 
-_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+_START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _synthetic(
@@ -128,28 +134,36 @@ _EXECUTION_COLUMNS = (
 )  # fmt: skip
 
 
-def _insert_sqlite(
-    conn: Any, project_id: str, batch: list[Any], metrics: Sequence[str], with_points: bool
-) -> None:
-    """``executemany`` straight on the driver with values serialized as SQLAlchemy would.
+def _rows(
+    project_id: str,
+    batch: list[Any],
+    metrics: Sequence[str],
+    with_points: bool,
+    *,
+    sqlite_text: bool,
+) -> dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]]:
+    """Driver-ready rows per table, serialized as SQLAlchemy would store them.
 
-    SQLAlchemy's per-row bind processing dominates Core bulk inserts on SQLite.
+    Going around SQLAlchemy's per-row bind processing is what makes this fast; with
+    ``sqlite_text`` datetimes become SQLAlchemy's SQLite text form (naive UTC).
     """
     command = json.dumps(["python", "train.py"])
     resources = json.dumps({"cpus": 1.0, "memory_mb": 0, "gpus": 0})
 
-    def when(value: datetime) -> str:  # SQLAlchemy's SQLite DateTime text form, in UTC
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    def when(value: datetime) -> Any:
+        if sqlite_text:
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
 
     executions = []
     tags = []
     latest = []
     points = []
     for execution_id, counter, step, lr, created, ended, values in batch:
-        created_text = when(created)
+        created_at = when(created)
         executions.append(
             (execution_id, project_id, counter, step, "complete", f'{{"lr": {lr}}}', command,
-             None, "{}", "{}", resources, "[]", 0, 0, created_text, created_text, created_text,
+             None, "{}", "{}", resources, "[]", False, 0, created_at, created_at, created_at,
              when(ended), (ended - created).total_seconds())
         )  # fmt: skip
         if counter % 10 == 1:
@@ -159,59 +173,27 @@ def _insert_sqlite(
             latest.append((execution_id, key, value, 1, time))
             if with_points:
                 points.append((execution_id, seq, key, value, 1, time))
-
-    def run(table: str, columns: Sequence[str], rows: list[Any]) -> None:
-        if rows:
-            marks = ", ".join("?" for _ in columns)
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
-            )
-
-    run("executions", _EXECUTION_COLUMNS, executions)
-    run("execution_tags", ("execution_id", "tag"), tags)
     # In key order, each b-tree page is written once instead of being revisited at random.
     latest.sort()
     points.sort()
-    run("metric_latest", ("execution_id", "key", "value", "step", "time"), latest)
-    run("metric_points", ("execution_id", "seq", "key", "value", "step", "time"), points)
+    return {
+        "executions": (_EXECUTION_COLUMNS, executions),
+        "execution_tags": (("execution_id", "tag"), tags),
+        "metric_latest": (("execution_id", "key", "value", "step", "time"), latest),
+        "metric_points": (("execution_id", "seq", "key", "value", "step", "time"), points),
+    }
 
 
-def _insert_core(
-    conn: Any, project_id: str, batch: list[Any], metrics: Sequence[str], with_points: bool
-) -> None:
-    from sqlalchemy import insert
+def _executemany(conn: Any, table: str, columns: Sequence[str], rows: list[Any]) -> None:
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
-    from cairn.store.sql import orm
 
-    executions = []
-    tags = []
-    latest = []
-    points = []
-    for execution_id, counter, step, lr, created, ended, values in batch:
-        executions.append(
-            dict(
-                zip(
-                    _EXECUTION_COLUMNS,
-                    (execution_id, project_id, counter, step, "complete", {"lr": lr},
-                     ["python", "train.py"], None, {}, {},
-                     {"cpus": 1.0, "memory_mb": 0, "gpus": 0}, [], False, 0, created, created,
-                     created, ended, (ended - created).total_seconds()),
-                )
-            )
-        )  # fmt: skip
-        if counter % 10 == 1:
-            tags.append({"execution_id": execution_id, "tag": "sweep"})
-        time = created.timestamp() + 1
-        for seq, (key, value) in enumerate(zip(metrics, values)):
-            row = {"execution_id": execution_id, "key": key, "value": value, "step": 1,
-                   "time": time}  # fmt: skip
-            latest.append(row)
-            if with_points:
-                points.append(dict(row, seq=seq))
-    conn.execute(insert(orm.executions), executions)
-    if tags:
-        conn.execute(insert(orm.execution_tags), tags)
-    if latest:
-        conn.execute(insert(orm.metric_latest), latest)
-    if points:
-        conn.execute(insert(orm.metric_points), points)
+def _copy(conn: Any, table: str, columns: Sequence[str], rows: list[Any]) -> None:
+    """PostgreSQL ``COPY`` on the transaction's own psycopg connection."""
+    with (
+        conn.connection.driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)

@@ -21,7 +21,7 @@ import math
 import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
 
@@ -41,7 +41,7 @@ from cairn.errors import CairnError, NotFoundError
 from cairn.store.base import Allocation, MetadataStore, NewExecution
 
 DIGEST = "ab" * 32
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def new_execution(project: Project, step: str = "train", **overrides: Any) -> NewExecution:
@@ -60,7 +60,9 @@ def new_execution(project: Project, step: str = "train", **overrides: Any) -> Ne
     return NewExecution(**values)
 
 
-def _create_in_child(store_type: type[MetadataStore], url: str, project_id: str, n: int) -> list[int]:
+def _create_in_child(
+    store_type: type[MetadataStore], url: str, project_id: str, n: int
+) -> list[int]:
     """Run in another process: create ``n`` executions, return their counters."""
     store = store_type(url)  # type: ignore[call-arg]
     try:
@@ -180,7 +182,16 @@ class MetadataStoreContract:
     ) -> None:
         self.make(store, project)
         second = self.make(store, project)
-        for ref in (2, "2", "#2", " #2 ", second.id, second.id[:8], second.id[:4], second.id.upper()):
+        for ref in (
+            2,
+            "2",
+            "#2",
+            " #2 ",
+            second.id,
+            second.id[:8],
+            second.id[:4],
+            second.id.upper(),
+        ):
             assert store.get_execution(project.id, ref).id == second.id, ref
 
     def test_get_execution_not_found(self, store: MetadataStore, project: Project) -> None:
@@ -200,9 +211,7 @@ class MetadataStoreContract:
         # Backends that mint ids with uuid.uuid4 get two ids sharing their first 6 chars.
         ids = iter(["abcd1234-0000-4000-8000-000000000001", "abcd12ff-0000-4000-8000-000000000002"])
         real_uuid4 = uuid.uuid4
-        monkeypatch.setattr(
-            uuid, "uuid4", lambda: uuid.UUID(next(ids, None) or str(real_uuid4()))
-        )
+        monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(next(ids, None) or str(real_uuid4())))
         first = self.make(store, project)
         second = self.make(store, project)
         monkeypatch.undo()
@@ -215,9 +224,7 @@ class MetadataStoreContract:
         assert store.get_execution(project.id, "abcd12f").id == second.id
 
     # -- list -------------------------------------------------------------------------
-    def test_list_sorts_by_counter_and_limits(
-        self, store: MetadataStore, project: Project
-    ) -> None:
+    def test_list_sorts_by_counter_and_limits(self, store: MetadataStore, project: Project) -> None:
         for _ in range(5):
             self.make(store, project)
         assert [e.counter for e in store.list_executions(project.id)] == [5, 4, 3, 2, 1]
@@ -278,9 +285,7 @@ class MetadataStoreContract:
         top = store.list_executions(project.id, sort="metric:acc", limit=1)[0]
         assert top.metrics == {"acc": 0.9, "loss": 3.0}
 
-    def test_sort_by_metric_respects_filters(
-        self, store: MetadataStore, project: Project
-    ) -> None:
+    def test_sort_by_metric_respects_filters(self, store: MetadataStore, project: Project) -> None:
         for n in range(6):
             execution = self.make(store, project, step="train" if n % 2 else "evaluate")
             store.add_metrics(execution.id, [MetricPoint("acc", n / 10, None, 1.0)])
@@ -289,7 +294,7 @@ class MetadataStoreContract:
 
     def test_sort_by_duration(self, store: MetadataStore, project: Project) -> None:
         short, long_, running, unstarted = (self.make(store, project) for _ in range(4))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         store.transition(short.id, Status.RUNNING, started_at=now - timedelta(hours=1))
         store.transition(short.id, Status.COMPLETE, ended_at=now - timedelta(minutes=59))
         store.transition(long_.id, Status.RUNNING, started_at=now - timedelta(hours=5))
@@ -425,7 +430,9 @@ class MetadataStoreContract:
         assert set(got_pair.gpu_ids) | set(got_one.gpu_ids) == {0, 1, 2}
         assert store.get_execution(project.id, pair.id).gpu_ids == got_pair.gpu_ids
         assert store.allocate(another.id, host="h", capacity=capacity, gpu_ids=gpus) is None
-        assert store.allocate(cpu_only.id, host="h", capacity=capacity, gpu_ids=gpus) == Allocation()
+        assert (
+            store.allocate(cpu_only.id, host="h", capacity=capacity, gpu_ids=gpus) == Allocation()
+        )
         self.finish(store, one)
         freed = store.allocate(another.id, host="h", capacity=capacity, gpu_ids=gpus)
         assert freed == Allocation(gpu_ids=got_one.gpu_ids)
@@ -610,4 +617,3 @@ class MetadataStoreContract:
         self, store: MetadataStore, project: Project
     ) -> None:
         assert store.get_metrics(self.make(store, project).id) == []
-

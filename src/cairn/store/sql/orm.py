@@ -21,8 +21,8 @@ Index choices, by the queries they serve:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -34,6 +34,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -60,7 +61,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: cairn stores timezone-aware UTC times")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             # SQLite stores text; a fixed naive UTC form keeps text order = time order.
             return value.replace(tzinfo=None)
@@ -69,9 +70,10 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        assert isinstance(value, datetime)
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -201,7 +203,7 @@ class MetricPointRow(Base):
     """Every metric point; ``value`` NULL stands for NaN (SQLite cannot store NaN)."""
 
     __tablename__ = "metric_points"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     execution_id: Mapped[str] = mapped_column(
         ID, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
@@ -242,16 +244,17 @@ class MetadataLatestRow(Base):
 
 metadata = Base.metadata
 
-projects = ProjectRow.__table__
-counters = CounterRow.__table__
-executions = ExecutionRow.__table__
-execution_inputs = ExecutionInputRow.__table__
-execution_tags = ExecutionTagRow.__table__
-datums = DatumRow.__table__
-datum_tags = DatumTagRow.__table__
-metric_points = MetricPointRow.__table__
-metric_latest = MetricLatestRow.__table__
-metadata_latest = MetadataLatestRow.__table__
+# Core handles on the tables, for the store's bulk paths.
+projects = cast(Table, ProjectRow.__table__)
+counters = cast(Table, CounterRow.__table__)
+executions = cast(Table, ExecutionRow.__table__)
+execution_inputs = cast(Table, ExecutionInputRow.__table__)
+execution_tags = cast(Table, ExecutionTagRow.__table__)
+datums = cast(Table, DatumRow.__table__)
+datum_tags = cast(Table, DatumTagRow.__table__)
+metric_points = cast(Table, MetricPointRow.__table__)
+metric_latest = cast(Table, MetricLatestRow.__table__)
+metadata_latest = cast(Table, MetadataLatestRow.__table__)
 
 CAIRN_TABLES = frozenset(metadata.tables)
 """Names of every table of the schema (without ``alembic_version``)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, exists, select
@@ -87,11 +87,13 @@ def _by_duration(
 
     e = executions
     finished = (
-        select(e).where(*where, e.c.duration.is_not(None)).order_by(order(e.c.duration), order(e.c.counter))
+        select(e)
+        .where(*where, e.c.duration.is_not(None))
+        .order_by(order(e.c.duration), order(e.c.counter))
     )
     if limit is not None:
         finished = finished.limit(limit)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     candidates = [(row.duration, row) for row in conn.execute(finished)]
     for row in conn.execute(
         select(e).where(*where, e.c.duration.is_(None), e.c.started_at.is_not(None))

@@ -12,18 +12,23 @@ upgrade a database.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from cairn.errors import SchemaError
 from cairn.store.sql.engine import create_store_engine, display_url, write_options
 from cairn.store.sql.orm import CAIRN_TABLES
+from cairn.store.sql.translate import translate_error
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -46,39 +51,59 @@ _PG_MIGRATION_LOCK = 0x63616972  # "cair"
 def current_revision(engine: Engine) -> str | None:
     """The schema revision recorded in the database, or ``None`` if it has none."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        return _read_revision(conn)
+
+
+def _read_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     return rows[0] if rows else None
 
 
 def is_empty(engine: Engine) -> bool:
     """Whether the database holds neither a schema version nor any cairn table."""
     with engine.connect() as conn:
-        names = set(inspect(conn).get_table_names())
+        return _is_empty(conn)
+
+
+def _is_empty(conn: Connection) -> bool:
+    names = set(inspect(conn).get_table_names())
     return "alembic_version" not in names and not (names & CAIRN_TABLES)
 
 
 def check_schema(engine: Engine) -> None:
     """Raise ``SchemaError`` unless the database is at :data:`HEAD_REVISION`."""
-    revision = current_revision(engine)
-    where = display_url(engine.url)
-    if revision == HEAD_REVISION:
-        return
+    with engine.connect() as conn:
+        revision = _read_revision(conn)
+        if revision == HEAD_REVISION:
+            return
+        _refuse(conn, revision, display_url(engine.url))
+
+
+def _refuse(conn: Connection, revision: str | None, where: str) -> NoReturn:
+    """Raise the ``SchemaError`` that explains why cairn cannot use a database at
+    ``revision``: none yet, foreign tables, a newer cairn's schema, or an older one."""
     if revision is None:
+        if _is_empty(conn):
+            raise SchemaError(
+                f"the database at {where} has no cairn schema yet",
+                hint="open it with cairn once, or run `cairn db upgrade`",
+            )
         raise SchemaError(
             f"the database at {where} has tables but no cairn schema version",
             hint="point cairn at an empty database or at one created by cairn",
         )
-    if revision in KNOWN_REVISIONS:
+    if revision not in KNOWN_REVISIONS:
         raise SchemaError(
-            f"database schema is at {revision}, this cairn needs {HEAD_REVISION}",
-            hint=UPGRADE_HINT,
+            f"the database at {where} is at schema revision {revision}, which this cairn "
+            f"(schema {HEAD_REVISION}) does not know: it was written by a newer version of "
+            "cairn",
+            hint=NEWER_HINT,
         )
     raise SchemaError(
-        f"the database at {where} is at schema revision {revision}, which this cairn "
-        f"(schema {HEAD_REVISION}) does not know: it was written by a newer version of cairn",
-        hint=NEWER_HINT,
+        f"database schema is at {revision}, this cairn needs {HEAD_REVISION}",
+        hint=UPGRADE_HINT,
     )
 
 
@@ -108,16 +133,23 @@ def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = N
     own_engine = engine is None
     if engine is None:
         engine = create_store_engine(url)
+    where = display_url(engine.url)
     try:
         config = alembic_config(engine.url)
-        with engine.connect().execution_options(**write_options()) as conn:
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                    )
+        with engine.connect().execution_options(**write_options()) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
+            found = _read_revision(conn)
+            if found not in KNOWN_REVISIONS and not (found is None and _is_empty(conn)):
+                _refuse(conn, found, where)  # a newer cairn's schema, or foreign tables
+            if found != HEAD_REVISION or revision not in ("head", HEAD_REVISION):
+                log.info("migrating the cairn schema at %s from %s to %s", where, found, revision)
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
+    except SQLAlchemyError as exc:
+        raise translate_error(exc, dialect=engine.dialect.name, where=where) from exc
     finally:
         if own_engine:
             engine.dispose()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy import exc as sa_exc
@@ -60,8 +62,8 @@ from cairn.store.sql.translate import translate_error
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 MIN_PREFIX = 4
 """Shortest id prefix accepted for executions and datums."""
@@ -70,30 +72,36 @@ _CHUNK = 500  # ids per IN (...) list: well under every backend's bound-paramete
 _PG_ALLOCATE_LOCK = 0x63616973  # any constant all cairn processes agree on
 
 TRANSITION_FIELDS = frozenset(
-    {"exit_code", "status_detail", "queued_at", "started_at", "ended_at", "host", "pid",
-     "log_digest"}
+    {
+        "exit_code",
+        "status_detail",
+        "queued_at",
+        "started_at",
+        "ended_at",
+        "host",
+        "pid",
+        "log_digest",
+    }
 )
 _FINAL = [s.value for s in FINAL_STATUSES]
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
 
 
-def _translated(
-    method: Callable[Concatenate[SqlMetadataStore, P], T],
-) -> Callable[Concatenate[SqlMetadataStore, P], T]:
+def _translated(method: F) -> F:
     """Turn SQLAlchemy/driver exceptions raised by ``method`` into cairn errors."""
 
     @functools.wraps(method)
-    def wrapper(self: SqlMetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def wrapper(self: SqlMetadataStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sa_exc.SQLAlchemyError as exc:
             raise translate_error(exc, dialect=self.dialect, where=self._where) from exc
 
-    return wrapper
+    return cast(F, wrapper)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -117,6 +125,7 @@ class SqlMetadataStore(MetadataStore):
         self.engine: Engine = create_store_engine(self._url)
         self.dialect: str = self.engine.dialect.name
         self._writer = self.engine.execution_options(**write_options())
+        _forget_connections_after_fork(self.engine)
         try:
             self._open()
         except BaseException:
@@ -194,9 +203,7 @@ class SqlMetadataStore(MetadataStore):
                 row = conn.execute(select(projects).where(projects.c.name == name)).first()
                 if row is not None:
                     return convert.project(row)
-                conn.execute(
-                    insert(projects).values(id=project_id, name=name, created_at=_now())
-                )
+                conn.execute(insert(projects).values(id=project_id, name=name, created_at=_now()))
                 conn.execute(insert(counters).values(project_id=project_id, value=0))
         except sa_exc.IntegrityError:
             # PostgreSQL: another process created it between our read and our insert.
@@ -250,9 +257,7 @@ class SqlMetadataStore(MetadataStore):
                 )
             )
             if new.inputs:
-                conn.execute(
-                    insert(execution_inputs), convert.input_rows(execution_id, new.inputs)
-                )
+                conn.execute(insert(execution_inputs), convert.input_rows(execution_id, new.inputs))
             if tags:
                 conn.execute(
                     insert(execution_tags),
@@ -565,8 +570,7 @@ class SqlMetadataStore(MetadataStore):
     @_translated
     def get_datum(self, project_id: str, ref: str) -> Datum:
         text_ref = ref.strip()
-        if text_ref.startswith("datum://"):
-            text_ref = text_ref[len("datum://") :]
+        text_ref = text_ref.removeprefix("datum://")
         in_project = datums_table.c.project_id == project_id
         with self._read() as conn:
             row = conn.execute(
@@ -639,7 +643,14 @@ class SqlMetadataStore(MetadataStore):
             latest: dict[str, tuple[Any, ...]] = {}
             nan_to_null = convert.nan_to_null
             for point in points:
-                row = (execution_id, seq, point.key, point.step, nan_to_null(point.value), point.time)
+                row = (
+                    execution_id,
+                    seq,
+                    point.key,
+                    point.step,
+                    nan_to_null(point.value),
+                    point.time,
+                )
                 rows.append(row)
                 latest[point.key] = row
                 seq += 1
@@ -648,8 +659,13 @@ class SqlMetadataStore(MetadataStore):
                 conn,
                 metric_latest,
                 [
-                    {"execution_id": execution_id, "key": key, "value": r[4], "step": r[3],
-                     "time": r[5]}
+                    {
+                        "execution_id": execution_id,
+                        "key": key,
+                        "value": r[4],
+                        "step": r[3],
+                        "time": r[5],
+                    }
                     for key, r in latest.items()
                 ],
                 keys=("execution_id", "key"),
@@ -663,17 +679,22 @@ class SqlMetadataStore(MetadataStore):
             )
 
     def _insert_points(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Bulk-insert metric point tuples at driver speed (SQLAlchemy Core is ~10× slower)."""
+        columns = "execution_id, seq, key, step, value, time"
         if self.dialect == "sqlite":
-            # Straight to the driver's executemany: no per-row bind processing is needed
-            # (plain str/int/float), and it is several times faster than Core here.
+            # Plain str/int/float values need no bind processing: straight to executemany.
             conn.exec_driver_sql(
-                "INSERT INTO metric_points (execution_id, seq, key, step, value, time) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+                f"INSERT INTO metric_points ({columns}) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
             return
-        columns = ("execution_id", "seq", "key", "step", "value", "time")
-        conn.execute(insert(metric_points), [dict(zip(columns, row)) for row in rows])
+        # PostgreSQL: COPY on the transaction's own psycopg connection.
+        driver_connection: Any = conn.connection.driver_connection
+        with (
+            driver_connection.cursor() as cursor,
+            cursor.copy(f"COPY metric_points ({columns}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
     @_translated
     def set_metadata(self, execution_id: str, values: dict[str, Any]) -> None:
@@ -709,6 +730,19 @@ class SqlMetadataStore(MetadataStore):
             if not rows:
                 self._require_execution(conn, execution_id)
         return [convert.metric_point(r) for r in rows]
+
+
+def _forget_connections_after_fork(engine: Engine) -> None:
+    """A forked child must not use its parent's pooled connections (SQLite file locks and
+    PostgreSQL sockets would be shared): it drops them, unclosed, and opens its own."""
+    ref = weakref.ref(engine)
+
+    def after_fork_in_child() -> None:
+        forked = ref()
+        if forked is not None:
+            forked.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 def _no_execution(execution_id: str) -> NotFoundError:

@@ -76,16 +76,12 @@ def upgrade() -> None:
         sa.Column("log_digest", DIGEST, nullable=True),
         sa.UniqueConstraint("project_id", "counter", name="uq_executions_project_counter"),
     )
-    op.create_index(
-        "ix_executions_project_step", "executions", ["project_id", "step", "counter"]
-    )
+    op.create_index("ix_executions_project_step", "executions", ["project_id", "step", "counter"])
     op.create_index(
         "ix_executions_project_status", "executions", ["project_id", "status", "counter"]
     )
     op.create_index("ix_executions_project_created", "executions", ["project_id", "created_at"])
-    op.create_index(
-        "ix_executions_project_duration", "executions", ["project_id", "duration"]
-    )
+    op.create_index("ix_executions_project_duration", "executions", ["project_id", "duration"])
     op.create_index("ix_executions_status_host", "executions", ["status", "host"])
 
     op.create_table(
@@ -176,9 +172,7 @@ def upgrade() -> None:
         sa.Column("step", sa.BigInteger, nullable=True),
         sa.Column("time", sa.Float, nullable=False),
     )
-    op.create_index(
-        "ix_metric_latest_key_value", "metric_latest", ["key", "value", "execution_id"]
-    )
+    op.create_index("ix_metric_latest_key_value", "metric_latest", ["key", "value", "execution_id"])
     op.create_table(
         "metadata_latest",
         sa.Column(
