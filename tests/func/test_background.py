@@ -143,3 +143,30 @@ def test_interrupting_a_foreground_run_stops_it(project: Path, signal_name: str)
     assert proc.returncode == 130, err
     assert status_of(project, "1") == "stopped"
     assert json.loads(out.splitlines()[0])["started"] > 0
+
+
+def test_a_run_whose_supervisor_dies_is_marked_crashed(project: Path, cli) -> None:  # noqa: ANN001
+    import signal
+
+    assert cairn_proc("run", "sleep", "-d").returncode == 0
+    wait_for(lambda: status_of(project, "1") == "running", what="running")
+    with Client(project) as client:
+        supervisor = client.execution(1).pid
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: not _alive(supervisor), what="supervisor gone")
+    code, out, _ = cli("ls")
+    assert code == 0 and "crashed" in out
+    with Client(project) as client:
+        assert "ended unexpectedly" in client.execution(1).status_detail
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -65,7 +65,9 @@ def test_ls_show_logs_metrics_outputs_compare_tag(project: Path, cli, tmp_path: 
     code, out, _ = cli("metrics", "2")
     header = out.splitlines()[0].split()
     assert header[:3] == ["step", "loss", "accuracy"]
-    assert len(out.splitlines()) == 1 + 6  # steps 0..4 plus the final_loss event
+    table, plots = out.split("\n\n")
+    assert len(table.splitlines()) == 1 + 6  # steps 0..4 plus the final_loss event
+    assert "loss" in plots and "1 → 0.2" in plots  # a sparkline per series
 
     code, out, _ = cli("metrics", "2", "--csv")
     assert out.splitlines()[0] == "step,time,loss,accuracy,final_loss"

@@ -19,10 +19,15 @@ if TYPE_CHECKING:
 FORMATS = click.Choice(["table", "csv", "json"])
 
 
-def _ctx() -> Context:
+def _ctx(*, reap: bool = False) -> Context:
     from cairn.orchestration.context import Context
 
-    return Context.load()
+    ctx = Context.load()
+    if reap:  # executions whose supervisor died are shown as crashed, not running forever
+        from cairn.orchestration.scheduler import Scheduler
+
+        Scheduler(ctx).reap()
+    return ctx
 
 
 def _emit(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
@@ -52,7 +57,7 @@ def ls(step: str | None, statuses: tuple[str, ...], tag: str | None, sort_key: s
     """List executions: number, step, status, duration, key parameters and metrics."""
     from cairn.entities import Status
 
-    ctx = _ctx()
+    ctx = _ctx(reap=True)
     sort = sort_key
     if sort and sort not in ("counter", "created", "duration") and not sort.startswith("metric:"):
         sort = f"metric:{sort}"
@@ -111,7 +116,7 @@ def _varying(dicts: Sequence[dict[str, Any]]) -> list[str]:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def show(ref: str, fmt: str) -> None:
     """Everything recorded about execution REF (a counter like 12 or #12, or an id)."""
-    ctx = _ctx()
+    ctx = _ctx(reap=True)
     e = ctx.store.get_execution(ctx.project_id, ref)
     outputs = ctx.store.list_datums(ctx.project_id, execution_id=e.id)
     if fmt == "json":
@@ -158,13 +163,15 @@ def show(ref: str, fmt: str) -> None:
         by_input: dict[str, list[Any]] = {}
         for f in e.inputs:
             by_input.setdefault(f.input_name, []).append(f)
+        rows = []
         for name, files in by_input.items():
-            for f in files[:5]:
-                click.echo(f"  {name}/{f.name}  {render.size(f.size)}  {f.digest[:12]}  {f.uri}")
+            rows += [[f"{name}/{f.name}", render.size(f.size), f.digest[:12], f.uri]
+                     for f in files[:5]]
             if len(files) > 5:
                 total = sum(f.size for f in files)
-                click.echo(f"  {name}/… and {len(files) - 5} more ({len(files)} files, "
-                           f"{render.size(total)})")
+                rows.append([f"{name}/… {len(files) - 5} more", "", "",
+                             f"({len(files)} files, {render.size(total)} in all)"])
+        click.echo(_indent(render.table(["file", "size", "digest", "from"], rows, right=[1])))
     env = e.environment
     if env:
         _section("environment")
@@ -174,13 +181,32 @@ def show(ref: str, fmt: str) -> None:
              ("packages", f"{env.get('package_count')} (lock {str(env.get('packages_digest'))[:12]})")])
     if e.metrics:
         _section("metrics (latest)")
-        _kv([(k, render.value(v)) for k, v in e.metrics.items()])
+        grids = {k: v for k, v in e.metrics.items() if _is_grid(v)}
+        _kv([(k, render.value(v)) for k, v in e.metrics.items() if k not in grids])
+        for k, grid in grids.items():
+            click.echo(f"  {k}:")
+            click.echo(_indent(_indent(render.table(
+                [""] + [str(i) for i in range(len(grid[0]))],
+                [[str(i), *map(render.value, row)] for i, row in enumerate(grid)],
+                right=range(len(grid[0]) + 1)))))
     if outputs:
         _section("outputs")
-        for d in outputs[:20]:
-            click.echo(f"  {d.name}  {render.size(d.size)}  {d.uri}")
+        click.echo(_indent(render.table(
+            ["file", "size", "uri"],
+            [[d.name, render.size(d.size), d.uri] for d in outputs[:20]], right=[1])))
         if len(outputs) > 20:
             click.echo(f"  … and {len(outputs) - 20} more (`cairn outputs {e.counter}`)")
+
+
+def _is_grid(value: Any) -> bool:
+    """A 2-D list of numbers (e.g. a confusion matrix), shown as a grid."""
+    return (isinstance(value, list) and bool(value) and all(isinstance(r, list) for r in value)
+            and len({len(r) for r in value}) == 1 and len(value[0]) > 0
+            and all(isinstance(x, (int, float)) for r in value for x in r))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 def _section(title: str) -> None:
@@ -290,6 +316,15 @@ def metrics(ref: str, as_csv: bool, keys: tuple[str, ...]) -> None:
         return
     click.echo(render.table(headers, [[r[0], *[render.value(v) for v in r[1:]]]
                                       for r in table_rows], right=range(len(headers))))
+    series = {c: [p.value for p in points if p.key == c] for c in columns}
+    plotted = {c: v for c, v in series.items() if len(v) > 1}
+    if plotted:
+        click.echo()
+        width = max(len(c) for c in plotted)
+        for c, values in plotted.items():
+            click.echo(f"{c:<{width}}  {render.sparkline(values)}  "
+                       f"{render.value(values[0])} → {render.value(values[-1])}  "
+                       f"(min {render.value(min(values))}, max {render.value(max(values))})")
 
 
 @click.command(short_help="Compare executions side by side.")

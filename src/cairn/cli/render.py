@@ -102,3 +102,20 @@ def size(n: int | None) -> str:
             return f"{int(f)} B" if unit == "B" else f"{f:.1f} {unit}"
         f /= 1024
     return f"{f:.1f} TB"
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int = 40) -> str:
+    """A one-line plot of a series (resampled to ``width`` points)."""
+    if not values:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
+    low, high = min(values), max(values)
+    span = high - low
+    if span == 0:
+        return _SPARKS[3] * len(values)
+    return "".join(_SPARKS[min(7, int((v - low) / span * 7.999))] for v in values)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cairn.entities import MetricPoint, Status
+from cairn.entities import MetricPoint, Project, Status
 from cairn.errors import ConfigError, SchemaError, StoreNotWritableError
 from cairn.store.sql import schema
 from cairn.store.sql.engine import create_store_engine, normalize_url
@@ -144,6 +144,25 @@ def test_database_at_an_older_revision_names_the_upgrade(
     assert caught.value.hint and "`cairn db upgrade`" in caught.value.hint
 
 
+def test_upgrade_creates_then_leaves_a_current_database_alone(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "cairn.db")
+    schema.upgrade(url)
+    schema.upgrade(url)
+    store = SqlMetadataStore(url)
+    try:
+        assert schema.current_revision(store.engine) == schema.HEAD_REVISION
+    finally:
+        store.close()
+
+
+def test_upgrade_refuses_a_database_from_a_newer_cairn(tmp_path: Path) -> None:
+    path = tmp_path / "cairn.db"
+    SqlMetadataStore(sqlite_url(path)).close()
+    _stamp(path, "9999_from_the_future")
+    with pytest.raises(SchemaError, match="newer version of cairn"):
+        schema.upgrade(sqlite_url(path))
+
+
 def test_database_with_foreign_tables_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "cairn.db"
     with sqlite3.connect(path) as conn:
@@ -184,6 +203,26 @@ def test_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
     assert max(counts) == 3
 
 
+def _create_one(store: SqlMetadataStore, project_id: str) -> None:
+    store.create_execution(new_execution(Project(id=project_id, name="")))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connections(tmp_path: Path) -> None:
+    store = SqlMetadataStore(sqlite_url(tmp_path / "cairn.db"))
+    try:
+        project = store.ensure_project("p")
+        _create_one(store, project.id)  # the parent now holds a pooled connection
+        child = get_context("fork").Process(target=_create_one, args=(store, project.id))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        _create_one(store, project.id)
+        assert [e.counter for e in store.list_executions(project.id)] == [3, 2, 1]
+    finally:
+        store.close()
+
+
 # -- URLs and permissions ---------------------------------------------------------------
 def test_postgresql_urls_use_psycopg() -> None:
     assert normalize_url("postgresql://me@db/cairn").drivername == "postgresql+psycopg"
@@ -208,6 +247,14 @@ def test_store_under_a_file_is_not_writable(tmp_path: Path) -> None:
         SqlMetadataStore(sqlite_url(blocker / "sub" / "cairn.db"))
     assert caught.value.message.startswith(f"cannot write the cairn store at {blocker}")
     assert caught.value.hint and "CAIRN_DATA_DIR" in caught.value.hint
+
+
+def test_read_only_database_is_not_writable(tmp_path: Path) -> None:
+    path = tmp_path / "cairn.db"
+    SqlMetadataStore(sqlite_url(path)).close()
+    with pytest.raises(StoreNotWritableError) as caught:
+        SqlMetadataStore(f"sqlite:///file:{path}?mode=ro&uri=true").ensure_project("p")
+    assert caught.value.message.startswith(f"cannot write the cairn store at {path}: ")
 
 
 def test_store_in_a_read_only_folder_is_not_writable(tmp_path: Path) -> None:

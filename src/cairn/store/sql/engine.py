@@ -57,7 +57,11 @@ def display_url(url: URL) -> str:
 def sqlite_path(url: URL) -> Path | None:
     """The database file of a SQLite URL, or ``None`` for an in-memory database."""
     database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if database and database.startswith("file:"):  # an SQLite URI filename (uri=true)
+        if url.query.get("mode") == "memory":
+            return None
+        database = database[len("file:") :].split("?", 1)[0]
+    if not database or database == ":memory:":
         return None
     return Path(database)
 

@@ -22,7 +22,6 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from cairn.entities import (
@@ -179,8 +178,16 @@ class SqlMetadataStore(MetadataStore):
         """Insert ``rows``; on a key conflict update ``update_columns`` (or do nothing)."""
         if not rows:
             return
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(table)
+        # Imported here: loading the PostgreSQL dialect costs SQLite users startup time.
+        stmt: Any
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            stmt = postgresql.insert(table)
+        else:
+            from sqlalchemy.dialects import sqlite
+
+            stmt = sqlite.insert(table)
         if update_columns:
             stmt = stmt.on_conflict_do_update(
                 index_elements=list(keys),
@@ -315,7 +322,7 @@ class SqlMetadataStore(MetadataStore):
             if isinstance(ref, int) or text_ref.startswith("#") or len(text_ref) < MIN_PREFIX:
                 raise NotFoundError(
                     f"no execution #{counter} in this project",
-                    hint="`cairn exec list` shows the executions",
+                    hint="`cairn ls` lists the executions",
                 )
         prefix = text_ref.lower()
         if len(prefix) < MIN_PREFIX:
@@ -327,7 +334,7 @@ class SqlMetadataStore(MetadataStore):
         if not rows:
             raise NotFoundError(
                 f"no execution matches {text_ref!r} in this project",
-                hint="`cairn exec list` shows the executions",
+                hint="`cairn ls` lists the executions",
             )
         if len(rows) > 1:
             shown = ", ".join(f"#{r.counter} ({r.id})" for r in rows[:10])
@@ -588,7 +595,7 @@ class SqlMetadataStore(MetadataStore):
                 if not rows:
                     raise NotFoundError(
                         f"no datum matches {ref!r} in this project",
-                        hint="`cairn datum list` shows the datums",
+                        hint="`cairn outputs EXECUTION` lists an execution's datums",
                     )
                 if len(rows) > 1:
                     shown = ", ".join(f"{r.id} ({r.name})" for r in rows[:10])
@@ -748,5 +755,5 @@ def _forget_connections_after_fork(engine: Engine) -> None:
 def _no_execution(execution_id: str) -> NotFoundError:
     return NotFoundError(
         f"no execution with id {execution_id!r}",
-        hint="`cairn exec list` shows the executions",
+        hint="`cairn ls` lists the executions",
     )
