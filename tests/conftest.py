@@ -31,3 +31,27 @@ def cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_url():  # noqa: ANN201
+    """A PostgreSQL database: CAIRN_TEST_POSTGRES_URL, else a throwaway local server.
+
+    `make test` installs PostgreSQL where it can; without a server the test is skipped
+    with the reason.
+    """
+    url = os.environ.get("CAIRN_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    from cairn.testing.postgres import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server here: install it (`make test` does, as root) "
+                    "or set CAIRN_TEST_POSTGRES_URL")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

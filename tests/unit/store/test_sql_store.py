@@ -24,7 +24,6 @@ from cairn.store.sql.store import SqlMetadataStore
 from cairn.testing.populate import populate
 from cairn.testing.store_contract import MetadataStoreContract, new_execution
 
-POSTGRES_URL = os.environ.get("CAIRN_TEST_POSTGRES_URL")
 
 
 def sqlite_url(path: Path) -> str:
@@ -49,17 +48,13 @@ def _reset_postgres(url: str) -> None:
         engine.dispose()
 
 
-@pytest.mark.skipif(
-    not POSTGRES_URL, reason="set CAIRN_TEST_POSTGRES_URL to run the store contract on PostgreSQL"
-)
 class TestPostgresStore(MetadataStoreContract):
-    """Runs against the database named by CAIRN_TEST_POSTGRES_URL, which it wipes."""
+    """Runs against CAIRN_TEST_POSTGRES_URL (which it wipes) or a throwaway local server."""
 
     @pytest.fixture
-    def store(self) -> Iterator[SqlMetadataStore]:
-        assert POSTGRES_URL
-        _reset_postgres(POSTGRES_URL)
-        store = SqlMetadataStore(POSTGRES_URL)
+    def store(self, postgres_url: str) -> Iterator[SqlMetadataStore]:
+        _reset_postgres(postgres_url)
+        store = SqlMetadataStore(postgres_url)
         yield store
         store.close()
 
