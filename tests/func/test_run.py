@@ -14,6 +14,7 @@ def test_run_streams_output_and_records_everything(project: Path, cli) -> None: 
     assert "args: --count=4 --rate=0.5 --mode=slow --verbose" in out
     assert "to stderr" in err
     assert "#1 complete" in err
+    assert "image python:3.11 not used" in err  # no container engine here, and it says so
 
     with Client(project) as client:
         run = client.execution(1)

@@ -44,6 +44,10 @@ class LocalExecutor(Executor):
             reporter.line("sys", text)
 
         try:
+            image = execution.step_config.get("image")
+            if image:
+                system(f"image {image} not used: the local executor runs steps in this "
+                       "machine's environment (no container engine)")
             if execution.code is not None:
                 count = restore_code(execution.code.tree_digest, content, ws.repository)
                 system(f"code: {count} files from snapshot {execution.code.tree_digest[:12]}")
