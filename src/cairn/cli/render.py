@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from cairn.units import format_size
+
 STATUS_COLORS = {
     "created": "white", "queued": "cyan", "starting": "cyan", "running": "blue",
     "complete": "green", "error": "red", "stopped": "yellow", "crashed": "magenta",
@@ -93,15 +95,7 @@ def value(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    f = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if f < 1024 or unit == "GB":
-            return f"{int(f)} B" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return f"{f:.1f} TB"
+size = format_size
 
 
 _SPARKS = "▁▂▃▄▅▆▇█"

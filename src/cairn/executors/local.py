@@ -14,6 +14,7 @@ from cairn.runtime.outputs import collect_outputs
 from cairn.runtime.process import LogWriter, run_process
 from cairn.runtime.snapshot import restore_code
 from cairn.runtime.workspace import Workspace, step_environment, write_config
+from cairn.units import format_size
 
 if TYPE_CHECKING:
     from cairn.entities import Execution
@@ -54,7 +55,7 @@ class LocalExecutor(Executor):
             materialize_inputs(execution.inputs, ws.inputs, content)
             if execution.inputs:
                 total = sum(f.size for f in execution.inputs)
-                system(f"inputs: {len(execution.inputs)} files, {_size(total)}")
+                system(f"inputs: {len(execution.inputs)} files, {format_size(total)}")
             write_config(ws, execution, project_name=ctx.project.name, inputs=execution.inputs)
             argv = _command_argv(ws, execution.command)
             env = step_environment(
@@ -93,7 +94,7 @@ class LocalExecutor(Executor):
             for message in collected.refused:
                 system(f"refused: {message}")
             system(f"outputs: {len(collected.datums)} files, "
-                   f"{_size(sum(d.size for d in collected.datums))}")
+                   f"{format_size(sum(d.size for d in collected.datums))}")
         finally:
             writer.close()
             if not settings.keep_workspaces:
@@ -118,15 +119,6 @@ def _command_argv(ws: Workspace, commands: list[str]) -> list[str]:
     argv, script = build_script(commands)
     (ws.config / "command.sh").write_text(script)  # for the curious; the record has it too
     return [*argv, script]
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 register_executor("local", LocalExecutor)

@@ -1,0 +1,15 @@
+"""Human-readable quantities, shared by the core's log lines and the CLI."""
+
+from __future__ import annotations
+
+
+def format_size(n: int | None) -> str:
+    """``1536`` → ``"1.5 KB"``; bytes below 1 KB as whole numbers."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
