@@ -151,13 +151,18 @@ def test_a_run_whose_supervisor_dies_is_marked_crashed(project: Path, cli) -> No
     assert cairn_proc("run", "sleep", "-d").returncode == 0
     wait_for(lambda: status_of(project, "1") == "running", what="running")
     with Client(project) as client:
-        supervisor = client.execution(1).pid
-    os.kill(supervisor, signal.SIGKILL)
-    wait_for(lambda: not _alive(supervisor), what="supervisor gone")
+        execution = client.execution(1)
+    workspace = project / ".cairn" / "work" / execution.id
+    step_pid = int((workspace / "pid").read_text())
+    os.kill(execution.pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(execution.pid), what="supervisor gone")
+    assert _alive(step_pid)  # the step outlived its supervisor...
     code, out, _ = cli("ls")
     assert code == 0 and "crashed" in out
     with Client(project) as client:
         assert "ended unexpectedly" in client.execution(1).status_detail
+    wait_for(lambda: not _alive(step_pid), what="orphan ended")  # ...until the reaper came
+    assert not workspace.exists()
 
 
 def _alive(pid: int) -> bool:

@@ -123,3 +123,12 @@ def test_run_without_step_lists_steps(project: Path, cli) -> None:  # noqa: ANN0
     code, out, _ = cli("run")
     assert code == 0
     assert "hello" in out and "Says hello" in out
+
+
+def test_history_survives_renaming_the_project_folder(project: Path, cli, monkeypatch) -> None:  # noqa: ANN001
+    assert cli("run", "hello", "-q")[0] == 0
+    renamed = project.with_name("renamed")
+    project.rename(renamed)
+    monkeypatch.chdir(renamed)
+    code, out, _ = cli("ls", "--format", "csv")
+    assert code == 0 and out.splitlines()[1].startswith("1,hello,complete")

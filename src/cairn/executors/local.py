@@ -67,10 +67,14 @@ class LocalExecutor(Executor):
                 lambda points: store.add_metrics(execution.id, points),
                 lambda values: store.set_metadata(execution.id, values),
             )
+            def started(pid: int) -> None:
+                (ws.root / "pid").write_text(str(pid))  # lets a reaper end an orphan
+                reporter.started(pid)
+
             try:
                 result = run_process(
                     argv, cwd=ws.repository, env=env, log=writer, metrics=sink,
-                    on_line=reporter.line, on_start=reporter.started,
+                    on_line=reporter.line, on_start=started,
                     should_stop=reporter.should_stop,
                     time_limit=execution.time_limit,
                     no_output_timeout=execution.no_output_timeout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,10 @@ class Context:
             return
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
+            config = data_dir / "config.toml"
+            if not config.exists():
+                # Pin the project's name so that renaming the folder keeps its history.
+                config.write_text(f"project_name = {json.dumps(self.settings.project_name)}\n")
             ignore.write_text("# cairn's data: metadata, blobs, logs. Not for git.\n*\n")
         except OSError as exc:
             from cairn.errors import StoreNotWritableError

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -184,8 +186,22 @@ class Scheduler:
                                              statuses=[Status.STARTING, Status.RUNNING]):
             if ex.host == HOST and ex.pid and ex.pid != os.getpid() and not _alive(ex.pid):
                 self.crash(ex.id, f"its supervisor (pid {ex.pid}) ended unexpectedly")
+                _end_orphan(self.ctx.settings.work_dir / ex.id, ex.id)
                 count += 1
         return count
+
+
+def _end_orphan(workspace: Path, execution_id: str) -> None:
+    """Kill the step's process group left behind by a dead supervisor; drop the workspace."""
+    try:
+        pid = int((workspace / "pid").read_text())
+        # Only if that pid is still this execution's process (pids get reused).
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"CAIRN_EXECUTION_ID={execution_id}".encode() in environ:
+            os.killpg(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(workspace, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
