@@ -39,7 +39,7 @@ def _package_lock(content: ContentStore, cache_dir: Path | None) -> tuple[str, i
     key = None
     if cache_dir is not None:
         stamps = [sys.executable]
-        for entry in sys.path:
+        for entry in sys.path[1:]:  # [0] is the script's folder or the cwd: not packages
             try:
                 stamps.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
             except OSError:
