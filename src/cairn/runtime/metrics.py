@@ -21,20 +21,26 @@ from cairn.entities import MetricPoint
 log = logging.getLogger(__name__)
 
 _STEP_KEYS = ("step", "epoch", "iteration")
-_BATCH = 20_000
+_BATCH = 2_000  # queue entries (each a chunk of lines)
 _FLUSH_SECONDS = 0.25
+
+
+_loads = json.loads
 
 
 def parse_event(line: str | bytes) -> dict[str, Any] | None:
     """The JSON object a stdout line holds, or None if it is an ordinary log line."""
-    stripped = line.strip()
-    if not stripped or stripped[:1] not in ("{", b"{"):
-        return None
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    if line[:1] != "{":
+        line = line.strip()
+        if line[:1] != "{":
+            return None
     try:
-        value = json.loads(stripped)
+        value = _loads(line)
     except ValueError:
         return None
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         return None
     inner = value.get("vh_metadata")  # valohai-utils' wrapper inside deployments
     if isinstance(inner, dict) and len(value) == 1:
@@ -49,21 +55,32 @@ def split_event(
     step = None
     for key in _STEP_KEYS:
         candidate = event.get(key)
-        if isinstance(candidate, int) and not isinstance(candidate, bool):
+        if type(candidate) is int:
             step = candidate
             break
     points: list[MetricPoint] = []
     other: dict[str, Any] = {}
-    for key, value in _flatten(event):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            other[key] = value
-        elif key == "step" and step is not None:
-            continue
-        elif isinstance(value, float) and not math.isfinite(value):
-            other[key] = str(value)
+    for key, value in event.items():
+        kind = type(value)
+        if kind is float:
+            if value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+                points.append(MetricPoint(key, value, step, time_, seq))
+                seq += 1
+            else:
+                other[key] = str(value)
+        elif kind is int:
+            if key != "step" or step is None:
+                points.append(MetricPoint(key, float(value), step, time_, seq))
+                seq += 1
+        elif kind is dict and value:
+            nested_points, nested_other = split_event(
+                {f"{key}.{k}": v for k, v in _flatten(value)}, time_, seq)
+            for point in nested_points:  # nested keys never set the step
+                points.append(point._replace(step=step))
+            seq += len(nested_points)
+            other.update(nested_other)
         else:
-            points.append(MetricPoint(key, float(value), step, time_, seq))
-            seq += 1
+            other[key] = value
     return points, other
 
 
@@ -86,7 +103,7 @@ class MetricSink:
     ) -> None:
         self._write_points = write_points
         self._write_metadata = write_metadata
-        self._queue: queue.SimpleQueue[tuple[dict[str, Any], float] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[Any], float] | None] = queue.SimpleQueue()
         self._seq = 0
         self.count = 0
         self.errors: list[str] = []
@@ -94,8 +111,12 @@ class MetricSink:
         self._thread.start()
 
     def put(self, event: dict[str, Any], time_: float) -> None:
-        """Hand over one event (never blocks)."""
-        self._queue.put((event, time_))
+        """Hand over one parsed event (never blocks)."""
+        self._queue.put(([event], time_))
+
+    def put_lines(self, lines: list[str], time_: float) -> None:
+        """Hand over stdout lines that may be events; parsed on the writer thread."""
+        self._queue.put((lines, time_))
 
     def close(self) -> None:
         """Store everything still queued and stop the writer."""
@@ -119,10 +140,15 @@ class MetricSink:
                 if entry is None:
                     done = True
                     continue
-                new_points, other = split_event(entry[0], entry[1], self._seq)
-                self._seq += len(new_points)
-                points.extend(new_points)
-                metadata.update(other)
+                items, when = entry
+                for item in items:
+                    event = parse_event(item) if isinstance(item, str) else item
+                    if event is None:
+                        continue
+                    new_points, other = split_event(event, when, self._seq)
+                    self._seq += len(new_points)
+                    points.extend(new_points)
+                    metadata.update(other)
             try:
                 if points:
                     self._write_points(points)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from cairn.runtime.metrics import MetricSink, parse_event
+from cairn.runtime.metrics import MetricSink
 
 LineCallback = Callable[[str, str], None]  # (stream "out"|"err", text without newline)
 
@@ -45,8 +45,13 @@ class LogWriter:
         self._last_flush = time.monotonic()
 
     def write(self, stream: str, text: str, when: float) -> None:
+        self.write_many(stream, [text], when)
+
+    def write_many(self, stream: str, lines: list[str], when: float) -> None:
+        prefix = f"{when:.6f} {stream[0]} "
+        block = prefix + ("\n" + prefix).join(lines) + "\n"
         with self._lock:
-            self._fh.write(f"{when:.6f} {stream[0]} {text}\n")
+            self._fh.write(block)
             now = time.monotonic()
             if now - self._last_flush > 0.2:  # readable by `cairn logs --follow` soon
                 self._fh.flush()
@@ -150,21 +155,54 @@ def _read(
     last_output: list[float],
     tail: deque[str] | None,
 ) -> None:
+    """Drain one pipe in large chunks: a step that prints fast is never held up by us.
+
+    Lines that arrive together share one arrival time; JSON lines are only picked out
+    here and parsed on the metric sink's own thread.
+    """
     assert pipe is not None
+    fd = pipe.fileno()
+    pending = b""
     with pipe:
-        for raw in pipe:
-            now = time.time()
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
             last_output[0] = time.monotonic()
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            log.write(stream, text, now)
-            if metrics is not None and text[:1] == "{":
-                event = parse_event(text)
-                if event is not None:
-                    metrics.put(event, now)
-            if tail is not None:
-                tail.append(text)
-            if on_line is not None:
-                on_line(stream, text)
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                pending += chunk
+                if len(pending) < 1 << 20:  # a very long line is flushed in pieces
+                    continue
+                complete, pending = pending, b""
+            else:
+                complete, pending = pending + chunk[:cut], chunk[cut + 1:]
+            _emit(complete.decode("utf-8", "replace").split("\n"), stream, log, metrics,
+                  on_line, tail)
+        if pending:
+            _emit([pending.decode("utf-8", "replace")], stream, log, metrics, on_line, tail)
+
+
+def _emit(
+    lines: list[str],
+    stream: str,
+    log: LogWriter,
+    metrics: MetricSink | None,
+    on_line: LineCallback | None,
+    tail: deque[str] | None,
+) -> None:
+    now = time.time()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    log.write_many(stream, lines, now)
+    if metrics is not None:
+        events = [line for line in lines if line[:1] == "{"]
+        if events:
+            metrics.put_lines(events, now)
+    if tail is not None:
+        tail.extend(lines[-tail.maxlen:] if tail.maxlen else lines)
+    if on_line is not None:
+        for line in lines:
+            on_line(stream, line)
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float, *, main_exited: bool = False) -> None:
