@@ -201,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{mlflow_batch['points']:,} points in {mlflow_batch['seconds']:.1f}s. Only the "
             f"logging loop is timed for MLflow (not interpreter start or store setup), "
             f"all points verified via get_metric_history.")
-    notes.append("Bytecode precompiled (compileall) for src/cairn, .venv and .bench-venv "
-                 "before timing." if not args.no_compile else "no compileall")
+    notes.append(("bytecode precompiled (compileall) for src/cairn, .venv"
+                  + (" and .bench-venv" if peers_ok else "") + " before timing.")
+                 if not args.no_compile else "no compileall")
     C.print_table("metric ingestion from a running step", rows, notes)
     return 0
 
