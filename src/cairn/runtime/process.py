@@ -8,6 +8,7 @@ stopping the whole process group: SIGTERM first, SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -100,6 +101,8 @@ def run_process(
         )
     except OSError as exc:
         return ProcessResult(None, "exited", f"cannot start {argv[0]}: {exc.strerror or exc}")
+    for pipe in (proc.stdout, proc.stderr):
+        _widen(pipe)
     if on_start is not None:
         on_start(proc.pid)
     last_output = [time.monotonic()]
@@ -203,6 +206,16 @@ def _emit(
     if on_line is not None:
         for line in lines:
             on_line(stream, line)
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """Give the pipe a 1 MB buffer (Linux): a burst of output never waits for our reader."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size: keep the default
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float, *, main_exited: bool = False) -> None:
