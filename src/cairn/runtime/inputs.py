@@ -11,9 +11,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -136,6 +133,10 @@ def _ingest_path(input_name: str, uri: str, content: ContentStore, base_dir: Pat
 
 
 def _download(input_name: str, url: str, content: ContentStore) -> InputFile:
+    import urllib.error  # imported here: urllib.request costs ~20 ms at start-up
+    import urllib.parse
+    import urllib.request
+
     parsed = urllib.parse.urlsplit(url)
     name = posixpath.basename(urllib.parse.unquote(parsed.path)) or "download"
     tmp_dir = Path(tempfile.mkdtemp(prefix="cairn-download-"))
