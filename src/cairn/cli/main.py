@@ -124,7 +124,10 @@ def _show_error(exc: CairnError) -> None:
             if problem.severity == "error":
                 click.echo(f"{head} {problem}", err=True)
         return
-    click.echo(f"{head} {exc.message}", err=True)
+    first, *rest = exc.message.splitlines() or [""]
+    click.echo(f"{head} {first}", err=True)
+    for line in rest:  # several problems at once (e.g. parameters): one per line
+        click.echo(f"       {line}", err=True)
     if exc.hint:
         click.echo(f"  {click.style('hint:', fg='cyan')} {exc.hint}", err=True)
 
