@@ -176,3 +176,57 @@ class Execution:
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+
+@dataclass(frozen=True)
+class DatumAlias:
+    """A movable name for a datum (``datum://NAME``); its history is kept."""
+
+    project_id: str
+    name: str
+    datum_id: str
+    updated_at: datetime
+    execution_id: str | None = None  # the execution that moved it last, if any
+
+    @property
+    def uri(self) -> str:
+        return f"datum://{self.name}"
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One move of an alias: from ``previous_datum_id`` (None when created) to ``datum_id``."""
+
+    name: str
+    datum_id: str
+    previous_datum_id: str | None
+    at: datetime
+    execution_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """An immutable, named set of files: ``dataset://<dataset>/<version>``.
+
+    The files are a tree manifest in the content store (``tree_digest``). ``source`` says
+    where it came from: ``"upload"`` (``cairn dataset add``) or ``"execution"`` (a step's
+    outputs, then ``execution_id`` names it). ``from_version`` names the version it was
+    derived from, if any.
+    """
+
+    id: str
+    project_id: str
+    dataset: str
+    version: str
+    tree_digest: Digest
+    file_count: int
+    size: int
+    created_at: datetime
+    source: str = "upload"
+    execution_id: str | None = None
+    from_version: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"dataset://{self.dataset}/{self.version}"
