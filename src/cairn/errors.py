@@ -12,6 +12,7 @@ statuses the same way.
     ├── ProjectError                cairn.yaml / valohai.yaml problems (file:line:col each)
     │   └── ProjectNotFoundError    no project file here or above
     ├── NotFoundError               unknown step, execution, datum, ...
+    ├── ConflictError               something that must be unique already exists
     ├── ParameterError              unknown, mistyped, out-of-range parameter value
     ├── InputError                  missing required input, unreadable path or URL
     ├── OutputError                 an output that escapes the outputs directory
@@ -89,6 +90,10 @@ class ProjectNotFoundError(ProjectError):
 
 class NotFoundError(CairnError):
     """An unknown step, execution, datum or other named thing."""
+
+
+class ConflictError(CairnError):
+    """Something that must be unique already exists (a dataset version, ...)."""
 
 
 class ParameterError(CairnError):
