@@ -2,28 +2,47 @@
 
 A :class:`BlobStore` maps a digest to bytes and nothing else; hashing, trees and
 verification are the job of :class:`cairn.store.cas.ContentStore` on top of it. Backends
-are chosen by URL scheme from ``BLOB_BACKENDS``; an unknown scheme fails loudly.
+are chosen by URL scheme from ``BLOB_BACKENDS``; an unknown scheme fails loudly:
+
+- a plain path or ``file://`` → :class:`LocalBlobStore`;
+- ``s3://bucket/prefix`` → :class:`cairn.store.s3.S3BlobStore` (extra ``cairn[s3]``).
+
+A remote store opened with a ``cache_dir`` comes wrapped in
+:class:`cairn.store.cache.CachedBlobStore`, a size-bounded local copy of what was read or
+written lately. :mod:`cairn.store.transfer` copies the blobs one store lacks from another.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from cairn.entities import Digest
 from cairn.errors import ConfigError, NotFoundError, StoreNotWritableError
 
 
 class BlobStore(abc.ABC):
-    """Bytes by digest. Writes are atomic: a blob is never visible half-written."""
+    """Bytes by digest. Writes are atomic: a blob is never visible half-written.
+
+    Every method may raise :class:`~cairn.errors.StoreError` (or a subclass) when the
+    backend cannot be reached or written; backends translate their own exceptions.
+    """
 
     url: str
+
+    #: The bytes live on another machine: reads cost a transfer, so ``open_blob_store``
+    #: wraps such a store in a local cache when given a ``cache_dir``.
+    is_remote: ClassVar[bool] = False
+    #: ``open`` and ``fetch`` already check the bytes against the digest (and raise
+    #: ``CorruptBlobError``), so callers need not hash them again.
+    verifies_reads: ClassVar[bool] = False
 
     @abc.abstractmethod
     def has(self, digest: Digest) -> bool:
@@ -50,12 +69,43 @@ class BlobStore(abc.ABC):
         """Write the blob's bytes to ``dest`` (a new file)."""
 
     def local_path(self, digest: Digest) -> Path | None:
-        """A path on this machine holding the blob, if the backend keeps one (for links)."""
+        """A path on this machine holding the blob, if the backend keeps one (for links).
+
+        The file is read-only and must not be changed; ``None`` when the backend keeps no
+        local file or the blob is absent.
+        """
         return None
 
     @abc.abstractmethod
     def iter_digests(self) -> Iterator[Digest]:
         """Every stored digest (for verification and garbage collection)."""
+
+    def size(self, digest: Digest) -> int:
+        """The blob's size in bytes; ``NotFoundError`` if absent."""
+        with self.open(digest) as fh:
+            return fh.seek(0, os.SEEK_END)
+
+    def has_many(self, digests: Iterable[Digest]) -> set[Digest]:
+        """The subset of ``digests`` that is stored (remote backends ask in parallel)."""
+        return {d for d in set(digests) if self.has(d)}
+
+    def staging_dir(self) -> Path | None:
+        """A folder on the filesystem of the store's local files, or ``None``.
+
+        A file written there and handed to ``put_path(..., move=True)`` is taken by a
+        rename instead of a copy. Callers name their files uniquely and remove leftovers.
+        """
+        return None
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose puts the backend may finish together, in parallel, at its end.
+
+        Inside the block a put may return before the blob reaches its final place (a
+        remote bucket behind a local cache); the block's exit waits for all of them and
+        raises the first failure. Without the block every put is complete on return. The
+        default does nothing special.
+        """
+        return contextlib.nullcontext()
 
 
 class LocalBlobStore(BlobStore):
@@ -88,6 +138,19 @@ class LocalBlobStore(BlobStore):
 
     def has(self, digest: Digest) -> bool:
         return self._path(digest).exists()
+
+    def size(self, digest: Digest) -> int:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+
+    def has_many(self, digests: Iterable[Digest]) -> set[Digest]:
+        return {d for d in set(digests) if self._path(d).exists()}
+
+    def staging_dir(self) -> Path | None:
+        self._ensure()
+        return self._tmp
 
     def local_path(self, digest: Digest) -> Path | None:
         path = self._path(digest)
@@ -140,10 +203,13 @@ class LocalBlobStore(BlobStore):
         try:
             return open(self._path(digest), "rb")
         except FileNotFoundError:
-            raise NotFoundError(
-                f"blob {digest[:12]} is not in the store at {self.root}",
-                "the store may have been pruned or belongs to another project",
-            ) from None
+            raise self._not_found(digest) from None
+
+    def _not_found(self, digest: Digest) -> NotFoundError:
+        return NotFoundError(
+            f"blob {digest[:12]} is not in the store at {self.root}",
+            "the store may have been pruned or belongs to another project",
+        )
 
     def fetch(self, digest: Digest, dest: Path) -> None:
         with self.open(digest) as src, open(dest, "wb") as out:
@@ -175,13 +241,30 @@ class _TempFile:
             self.path.unlink(missing_ok=True)
 
 
+def _open_s3(url: str) -> BlobStore:
+    from cairn.store.s3 import S3BlobStore  # boto3 only when an s3:// store is used
+
+    return S3BlobStore(url)
+
+
 BLOB_BACKENDS: dict[str, Callable[[str], BlobStore]] = {
     "file": lambda url: LocalBlobStore(url.removeprefix("file://")),
+    "s3": _open_s3,
 }
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """Open the blob store at ``url``: a plain path or ``file://`` (local); others by scheme."""
+def open_blob_store(
+    url: str,
+    *,
+    cache_dir: Path | str | None = None,
+    cache_max_bytes: int | None = None,
+) -> BlobStore:
+    """Open the blob store at ``url``: a plain path or ``file://`` (local); others by scheme.
+
+    For a remote store (``s3://``) and a ``cache_dir``, the store comes wrapped in a
+    :class:`~cairn.store.cache.CachedBlobStore` keeping at most ``cache_max_bytes`` there
+    (``None``: no bound). Local stores are returned as they are: they need no cache.
+    """
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     try:
         factory = BLOB_BACKENDS[scheme]
@@ -190,4 +273,9 @@ def open_blob_store(url: str) -> BlobStore:
             f"unknown blob store scheme {scheme!r} in {url!r}",
             f"use one of: {', '.join(sorted(BLOB_BACKENDS))}",
         ) from None
-    return factory(url)
+    store = factory(url)
+    if cache_dir is not None and store.is_remote:
+        from cairn.store.cache import CachedBlobStore
+
+        return CachedBlobStore(store, cache_dir, cache_max_bytes)
+    return store
