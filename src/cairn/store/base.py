@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cairn.entities import (
+    AliasEvent,
     CodeSnapshot,
+    DatasetVersion,
     Datum,
+    DatumAlias,
     Execution,
     InputFile,
     MetricPoint,
@@ -47,7 +51,7 @@ class Allocation:
 
 
 class MetadataStore(abc.ABC):
-    """Executions, datums, metrics and projects.
+    """Executions, datums and their aliases, dataset versions, metrics and projects.
 
     Implementations convert their rows to :mod:`cairn.entities` before returning. Methods
     that look a thing up raise :class:`cairn.errors.NotFoundError` when it is absent.
@@ -158,8 +162,184 @@ class MetadataStore(abc.ABC):
         """Find a datum by full id or unique id prefix (``datum://`` prefix allowed)."""
 
     @abc.abstractmethod
-    def list_datums(self, project_id: str, *, execution_id: str | None = None) -> list[Datum]:
-        """Datums of a project, or of one execution, ordered by name."""
+    def list_datums(
+        self,
+        project_id: str,
+        *,
+        execution_id: str | None = None,
+        name_glob: str | None = None,
+        tag: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        limit: int | None = None,
+    ) -> list[Datum]:
+        """Datums of a project, ordered by name (then creation time), filtered.
+
+        ``execution_id``: only that execution's outputs. ``name_glob``: names matching it
+        with :func:`fnmatch.fnmatchcase` semantics (case-sensitive; ``*`` also matches
+        ``/``, so ``*.onnx`` finds ``model/best.onnx``; ``?`` is one character;
+        ``[abc]``/``[!abc]`` are character classes). ``tag``: only datums with that tag.
+        ``min_size``/``max_size``: bounds in bytes, inclusive. ``limit``: at most that
+        many (the first by name); ``limit`` ≤ 0 gives ``[]``.
+        """
+
+    @abc.abstractmethod
+    def get_datums(self, project_id: str, ids: Iterable[str | None]) -> list[Datum]:
+        """The datums of the project with these exact, full ids, in the order given.
+
+        Batched for any number of ids. Repeated ids are returned once; ``None`` entries and
+        ids not in the project are left out (compare lengths to notice missing ones).
+        """
+
+    @abc.abstractmethod
+    def add_datum_tags(self, datum_id: str, tags: Iterable[str]) -> None:
+        """Add tags to a datum (idempotent). ``NotFoundError`` for an unknown datum id."""
+
+    @abc.abstractmethod
+    def resolve_datum(self, project_id: str, ref: str) -> Datum:
+        """The datum ``ref`` names, with or without a ``datum://`` prefix.
+
+        Tried in this order: an exact full datum id, an exact alias name, then a unique id
+        prefix of at least 4 characters. Raises ``NotFoundError`` (naming the candidates
+        when a prefix is ambiguous, close alias names in the hint) when none matches.
+        """
+
+    # -- datum aliases ------------------------------------------------------------------
+    @abc.abstractmethod
+    def set_alias(
+        self, project_id: str, name: str, datum_id: str, *, execution_id: str | None = None
+    ) -> DatumAlias:
+        """Point alias ``name`` (``datum://NAME``) at ``datum_id``, creating or moving it.
+
+        Every creation or move appends an :class:`AliasEvent` to the alias's history
+        (``previous_datum_id`` is ``None`` on creation, also when re-created after
+        :meth:`delete_alias`); ``execution_id`` records which execution moved it. Setting
+        it to the datum it already names changes nothing (no event; the returned alias is
+        the stored one). Atomic under concurrent callers.
+
+        Names are 1-128 characters of ``[A-Za-z0-9._-]``, not starting with ``.``, without
+        ``..`` and not shaped like a UUID (which would shadow datum ids); anything else
+        raises ``ParameterError``. ``NotFoundError`` when ``datum_id`` (a full id) or
+        ``execution_id`` is not in the project.
+        """
+
+    @abc.abstractmethod
+    def get_alias(self, project_id: str, name: str) -> DatumAlias:
+        """The alias called ``name``; ``NotFoundError`` (close names in the hint) if none."""
+
+    @abc.abstractmethod
+    def list_aliases(self, project_id: str) -> list[DatumAlias]:
+        """The project's current aliases, by name."""
+
+    @abc.abstractmethod
+    def alias_history(self, project_id: str, name: str) -> list[AliasEvent]:
+        """Every move of alias ``name``, oldest first, including moves before a deletion.
+
+        ``NotFoundError`` for a name that was never set.
+        """
+
+    @abc.abstractmethod
+    def delete_alias(self, project_id: str, name: str) -> None:
+        """Remove alias ``name`` (its history stays); ``NotFoundError`` if there is none.
+
+        A later :meth:`set_alias` of the same name creates it afresh.
+        """
+
+    # -- dataset versions ---------------------------------------------------------------
+    @abc.abstractmethod
+    def create_dataset_version(
+        self,
+        project_id: str,
+        dataset: str,
+        version: str,
+        *,
+        tree_digest: str,
+        file_count: int,
+        size: int,
+        source: str = "upload",
+        execution_id: str | None = None,
+        from_version: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> DatasetVersion:
+        """Record version ``version`` of ``dataset`` (created on first use): a tree manifest.
+
+        Dataset and version names are 1-128 characters of ``[A-Za-z0-9._-]``, not starting
+        with ``.``; the version ``latest`` is reserved; ``source`` is 1-32 characters
+        (``"upload"`` or ``"execution"`` by convention). Anything else raises
+        ``ParameterError``. A version that exists already raises ``ConflictError``
+        (versions are immutable); under concurrent creators of one name exactly one wins.
+        ``execution_id`` must be an execution of the project (``NotFoundError``);
+        ``from_version`` is stored as given. A version's ``created_at`` is later than that
+        of every earlier version of its dataset, so "latest" is always unambiguous.
+        """
+
+    @abc.abstractmethod
+    def get_dataset_version(self, project_id: str, dataset: str, version: str) -> DatasetVersion:
+        """Version ``version`` of ``dataset``; ``"latest"`` is the most recently created.
+
+        ``NotFoundError`` for an unknown dataset (the hint lists the known datasets), an
+        unknown version (the hint lists the dataset's versions), or ``latest`` of a dataset
+        without versions.
+        """
+
+    @abc.abstractmethod
+    def list_datasets(self, project_id: str) -> list[tuple[str, int, DatasetVersion | None]]:
+        """Every dataset of the project, by name: (name, version count, latest version)."""
+
+    @abc.abstractmethod
+    def list_dataset_versions(self, project_id: str, dataset: str) -> list[DatasetVersion]:
+        """The versions of ``dataset``, oldest first; ``NotFoundError`` for an unknown dataset."""
+
+    @abc.abstractmethod
+    def next_version_name(self, project_id: str, dataset: str) -> str:
+        """The next free ``vN`` name: one more than the highest ``vN`` (``"v1"`` if none).
+
+        Not a reservation: a concurrent creator may take it first (then
+        :meth:`create_dataset_version` raises ``ConflictError``; ask again).
+        """
+
+    # -- lineage ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def consumers_of_datum(self, project_id: str, datum_id: str) -> list[Execution]:
+        """Executions with an input file whose ``datum_id`` is ``datum_id``, by counter.
+
+        ``datum_id`` is a full id (resolve aliases first); an unknown one gives ``[]``.
+        Indexed: fast at 100,000 executions.
+        """
+
+    @abc.abstractmethod
+    def executions_with_input_uri_prefix(self, project_id: str, prefix: str) -> list[Execution]:
+        """Executions with an input file whose URI is ``prefix`` or lies under it, by counter.
+
+        Matches ``uri == prefix`` or ``uri.startswith(prefix + "/")`` (a trailing ``/`` on
+        ``prefix`` is ignored), so ``dataset://images/v3`` finds the files of that version
+        but not ``dataset://images/v30``. Indexed: fast at 100,000 executions.
+        """
+
+    @abc.abstractmethod
+    def dataset_versions_of_execution(
+        self, project_id: str, execution_id: str
+    ) -> list[DatasetVersion]:
+        """Dataset versions made by the execution (``execution_id`` set), oldest first."""
+
+    # -- garbage collection support -----------------------------------------------------
+    @abc.abstractmethod
+    def referenced_digests(self) -> Iterator[str]:
+        """Every blob digest a record of any project refers to, streamed.
+
+        Datum digests, execution input digests, code snapshot tree digests, log digests,
+        environment ``packages_digest`` values and dataset version tree digests. Tree
+        members are not expanded (the caller reads the trees). A digest may be yielded more
+        than once. Consume it promptly: a backend may hold a read transaction meanwhile.
+        """
+
+    @abc.abstractmethod
+    def oldest_active_start(self) -> datetime | None:
+        """The earliest ``created_at`` of any execution (any project) that is created,
+        queued, starting or running; ``None`` when there is none.
+
+        Blobs written after it may belong to an execution that has not recorded them yet.
+        """
 
     # -- metrics ----------------------------------------------------------------------
     @abc.abstractmethod

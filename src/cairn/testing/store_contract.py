@@ -17,6 +17,7 @@ name the same database from another process.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import threading
 import uuid
@@ -37,7 +38,7 @@ from cairn.entities import (
     Resources,
     Status,
 )
-from cairn.errors import CairnError, NotFoundError
+from cairn.errors import CairnError, ConflictError, NotFoundError, ParameterError
 from cairn.store.base import Allocation, MetadataStore, NewExecution
 
 DIGEST = "ab" * 32
@@ -70,6 +71,46 @@ def _create_in_child(
         return [store.create_execution(new_execution(project)).counter for _ in range(n)]
     finally:
         store.close()
+
+
+def _create_version_in_child(
+    store_type: type[MetadataStore], url: str, project_id: str, version: str
+) -> str:
+    """Run in another process: try to create ``images/<version>``; say what happened."""
+    store = store_type(url)  # type: ignore[call-arg]
+    try:
+        store.create_dataset_version(
+            project_id, "images", version, tree_digest=DIGEST, file_count=1, size=1
+        )
+        return "created"
+    except ConflictError:
+        return "conflict"
+    finally:
+        store.close()
+
+
+def new_datum(
+    project: Project,
+    name: str,
+    *,
+    datum_id: str | None = None,
+    digest: str = DIGEST,
+    size: int = 1,
+    execution: Execution | None = None,
+    tags: tuple[str, ...] = (),
+    created_at: datetime = T0,
+) -> Datum:
+    """A ``Datum`` of ``project`` (a fresh uuid4 id unless ``datum_id`` is given)."""
+    return Datum(
+        id=datum_id or str(uuid.uuid4()),
+        project_id=project.id,
+        name=name,
+        digest=digest,
+        size=size,
+        execution_id=execution.id if execution else None,
+        created_at=created_at,
+        tags=tags,
+    )
 
 
 class MetadataStoreContract:
@@ -617,3 +658,536 @@ class MetadataStoreContract:
         self, store: MetadataStore, project: Project
     ) -> None:
         assert store.get_metrics(self.make(store, project).id) == []
+
+    # -- datum queries ----------------------------------------------------------------
+    GLOB_NAMES = (
+        "model/weights.onnx", "metrics.json", "raw.csv", "a_b.txt", "axb.txt", "100%.txt",
+        "img/train/1.png", "img/val/2.png", "img/val/deep/3.png", "IMG/upper.png", "é/ü.txt",
+        "back\\slash.txt",
+    )  # fmt: skip
+
+    @pytest.mark.parametrize(
+        "pattern",
+        [
+            "*", "*.onnx", "img/*", "*/*.png", "img/*/*.png", "*.png", "a_b*", "?_b.txt",
+            "[am]*", "[!am]*", "img/[tv]*/?.png", "100%*", "*%*", "*_*", "IMG/*", "é/*",
+            "back\\*", "*\\slash*", "raw.csv", "raw.cs", "?", "", "[", "img/[",
+        ],
+    )  # fmt: skip
+    def test_list_datums_glob_is_fnmatch(
+        self, store: MetadataStore, project: Project, pattern: str
+    ) -> None:
+        store.add_datums([new_datum(project, name) for name in self.GLOB_NAMES])
+        expected = sorted(n for n in self.GLOB_NAMES if fnmatch.fnmatchcase(n, pattern))
+        got = [d.name for d in store.list_datums(project.id, name_glob=pattern)]
+        assert got == expected, pattern
+
+    def test_list_datums_filters_combine(self, store: MetadataStore, project: Project) -> None:
+        execution = self.make(store, project)
+        other = store.ensure_project("other")
+        store.add_datums(
+            [
+                new_datum(project, "a.bin", size=10, tags=("keep",), execution=execution),
+                new_datum(project, "b.bin", size=2000, tags=("keep", "big")),
+                new_datum(project, "c.bin", size=5 * 10**9, execution=execution),
+                new_datum(project, "d/e.txt", size=10, tags=("keep",)),
+                new_datum(other, "a.bin", size=10, tags=("keep",)),
+            ]
+        )
+
+        def names(**filters: Any) -> list[str]:
+            return [d.name for d in store.list_datums(project.id, **filters)]
+
+        assert names() == ["a.bin", "b.bin", "c.bin", "d/e.txt"]
+        assert names(tag="keep") == ["a.bin", "b.bin", "d/e.txt"]
+        assert names(tag="nope") == []
+        assert names(min_size=10, max_size=2000) == ["a.bin", "b.bin", "d/e.txt"]
+        assert names(min_size=11) == ["b.bin", "c.bin"]
+        assert names(max_size=9) == []
+        assert names(min_size=10**9) == ["c.bin"]
+        assert names(execution_id=execution.id, name_glob="*.bin") == ["a.bin", "c.bin"]
+        assert names(tag="keep", name_glob="*.bin", max_size=100) == ["a.bin"]
+        assert names(limit=2) == ["a.bin", "b.bin"]
+        assert names(name_glob="[abcd]*", limit=3) == ["a.bin", "b.bin", "c.bin"]
+        assert names(limit=0) == []
+        listed = store.list_datums(project.id, tag="big")
+        assert [d.tags for d in listed] == [("big", "keep")]
+
+    def test_add_datum_tags(self, store: MetadataStore, project: Project) -> None:
+        datum = new_datum(project, "a.bin", tags=("old",))
+        store.add_datums([datum])
+        store.add_datum_tags(datum.id, ["new", "old", "new"])
+        store.add_datum_tags(datum.id, [])
+        assert store.get_datum(project.id, datum.id).tags == ("new", "old")
+        assert [d.id for d in store.list_datums(project.id, tag="new")] == [datum.id]
+        with pytest.raises(NotFoundError):
+            store.add_datum_tags("no-such-datum", ["x"])
+
+    def test_get_datums_in_given_order(self, store: MetadataStore, project: Project) -> None:
+        many = [new_datum(project, f"f{n:04}.bin", tags=("t",)) for n in range(1200)]
+        store.add_datums(many)
+        elsewhere = new_datum(store.ensure_project("other"), "x.bin")
+        store.add_datums([elsewhere])
+        wanted = [d.id for d in reversed(many)]
+        got = store.get_datums(project.id, wanted)
+        assert [d.id for d in got] == wanted
+        assert got[0].tags == ("t",)
+        picked = store.get_datums(
+            project.id, [many[5].id, None, "missing", many[5].id, elsewhere.id, many[1].id]
+        )
+        assert [d.id for d in picked] == [many[5].id, many[1].id]
+        assert store.get_datums(project.id, []) == []
+
+    # -- aliases ----------------------------------------------------------------------
+    def test_alias_create_move_and_history(self, store: MetadataStore, project: Project) -> None:
+        execution = self.make(store, project)
+        first, second = new_datum(project, "m1.onnx"), new_datum(project, "m2.onnx")
+        store.add_datums([first, second])
+        created = store.set_alias(project.id, "best-model", first.id)
+        assert (created.name, created.datum_id, created.execution_id) == (
+            "best-model", first.id, None
+        )  # fmt: skip
+        assert created.uri == "datum://best-model"
+        assert created.updated_at.utcoffset() == timedelta(0)
+        assert store.get_alias(project.id, "best-model") == created
+        moved = store.set_alias(project.id, "best-model", second.id, execution_id=execution.id)
+        assert (moved.datum_id, moved.execution_id) == (second.id, execution.id)
+        assert moved.updated_at >= created.updated_at
+        # Setting it to the datum it already names is a no-op.
+        assert store.set_alias(project.id, "best-model", second.id) == moved
+        assert store.get_alias(project.id, "best-model") == moved
+        history = store.alias_history(project.id, "best-model")
+        assert [(e.previous_datum_id, e.datum_id, e.execution_id) for e in history] == [
+            (None, first.id, None),
+            (first.id, second.id, execution.id),
+        ]
+        assert all(e.name == "best-model" for e in history)
+        assert history[0].at == created.updated_at and history[1].at == moved.updated_at
+
+    def test_list_aliases_by_name_per_project(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        other = store.ensure_project("other")
+        mine, theirs = new_datum(project, "a"), new_datum(other, "a")
+        store.add_datums([mine, theirs])
+        for name in ("zeta", "alpha", "Mid.1"):
+            store.set_alias(project.id, name, mine.id)
+        store.set_alias(other.id, "alpha", theirs.id)
+        assert [a.name for a in store.list_aliases(project.id)] == ["Mid.1", "alpha", "zeta"]
+        assert [a.datum_id for a in store.list_aliases(other.id)] == [theirs.id]
+        assert store.list_aliases(store.ensure_project("empty").id) == []
+        with pytest.raises(NotFoundError):
+            store.get_alias(other.id, "zeta")
+
+    def test_delete_alias_keeps_history(self, store: MetadataStore, project: Project) -> None:
+        first, second = new_datum(project, "a"), new_datum(project, "b")
+        store.add_datums([first, second])
+        store.set_alias(project.id, "prod", first.id)
+        store.delete_alias(project.id, "prod")
+        with pytest.raises(NotFoundError):
+            store.get_alias(project.id, "prod")
+        assert [a.name for a in store.list_aliases(project.id)] == []
+        with pytest.raises(NotFoundError):
+            store.delete_alias(project.id, "prod")
+        assert [e.datum_id for e in store.alias_history(project.id, "prod")] == [first.id]
+        store.set_alias(project.id, "prod", second.id)
+        assert store.get_alias(project.id, "prod").datum_id == second.id
+        history = store.alias_history(project.id, "prod")
+        assert [(e.previous_datum_id, e.datum_id) for e in history] == [
+            (None, first.id),
+            (None, second.id),
+        ]
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "", "a" * 129, "a/b", "..", ".hidden", "a..b", "has space", "tab\t", "ümlaut",
+            "x:y", "12345678-1234-4234-8234-123456789abc", "0123456789abcdef0123456789ABCDEF",
+        ],
+    )  # fmt: skip
+    def test_alias_name_rules(self, store: MetadataStore, project: Project, name: str) -> None:
+        datum = new_datum(project, "a")
+        store.add_datums([datum])
+        with pytest.raises(ParameterError) as caught:
+            store.set_alias(project.id, name, datum.id)
+        assert repr(name) in caught.value.message
+        assert caught.value.hint and "letters, digits" in caught.value.hint
+        assert store.list_aliases(project.id) == []
+
+    def test_alias_names_that_are_fine(self, store: MetadataStore, project: Project) -> None:
+        datum = new_datum(project, "a")
+        store.add_datums([datum])
+        for name in ("best-model", "v1.2_final", "a" * 128, "A", "12", "model.onnx"):
+            assert store.set_alias(project.id, name, datum.id).name == name
+
+    def test_alias_errors_name_the_problem(self, store: MetadataStore, project: Project) -> None:
+        datum = new_datum(project, "a")
+        foreign = new_datum(store.ensure_project("other"), "b")
+        store.add_datums([datum, foreign])
+        with pytest.raises(NotFoundError):
+            store.set_alias(project.id, "x", "no-such-datum")
+        with pytest.raises(NotFoundError):
+            store.set_alias(project.id, "x", foreign.id)
+        with pytest.raises(NotFoundError):
+            store.set_alias(project.id, "x", datum.id[:8])  # a full id is needed
+        with pytest.raises(NotFoundError):
+            store.set_alias(project.id, "x", datum.id, execution_id="no-such-execution")
+        store.set_alias(project.id, "best-model", datum.id)
+        with pytest.raises(NotFoundError) as caught:
+            store.get_alias(project.id, "best-modle")
+        assert caught.value.message == "no alias 'best-modle'"
+        assert caught.value.hint and "best-model" in caught.value.hint
+        with pytest.raises(NotFoundError):
+            store.alias_history(project.id, "never-set")
+        assert store.list_aliases(project.id)[0].name == "best-model"
+
+    def test_concurrent_alias_moves_keep_a_consistent_history(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        targets = [new_datum(project, f"d{n}") for n in range(4)]
+        store.add_datums(targets)
+        start = threading.Barrier(4)
+
+        def move(worker: int) -> None:
+            start.wait()
+            for n in range(5):
+                store.set_alias(project.id, "hot", targets[(worker + n) % 4].id)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(move, range(4)))
+        history = store.alias_history(project.id, "hot")
+        assert history[0].previous_datum_id is None
+        for before, after in zip(history, history[1:], strict=False):
+            assert after.previous_datum_id == before.datum_id != after.datum_id
+        assert store.get_alias(project.id, "hot").datum_id == history[-1].datum_id
+
+    # -- resolve_datum ----------------------------------------------------------------
+    def test_resolve_datum_order(self, store: MetadataStore, project: Project) -> None:
+        weights, metrics, raw = self._datums(project, None)  # ids 0a1b2c3d4e5f, 0a1b2c99ffff,
+        store.add_datums([weights, metrics, raw])  # 77aa00000000
+        store.set_alias(project.id, "best", weights.id)
+        store.set_alias(project.id, "0a1b2c3d", raw.id)  # shadows an id prefix
+        store.set_alias(project.id, raw.id, metrics.id)  # an exact id beats an alias
+
+        def resolved(ref: str) -> str:
+            return store.resolve_datum(project.id, ref).id
+
+        assert resolved(weights.id) == weights.id
+        assert resolved(f"datum://{weights.id}") == weights.id
+        assert resolved("best") == weights.id
+        assert resolved("datum://best") == weights.id
+        assert resolved(" datum://best ") == weights.id
+        assert resolved("0a1b2c3d") == raw.id
+        assert resolved(raw.id) == raw.id
+        assert resolved("0a1b2c9") == metrics.id
+        assert resolved("77aa") == raw.id
+        assert store.resolve_datum(project.id, "best").tags == ("best", "prod")
+
+    def test_resolve_datum_not_found(self, store: MetadataStore, project: Project) -> None:
+        weights, metrics, raw = self._datums(project, None)
+        store.add_datums([weights, metrics, raw])
+        store.set_alias(project.id, "best-model", weights.id)
+        with pytest.raises(NotFoundError) as caught:
+            store.resolve_datum(project.id, "datum://0a1b")  # two ids start so
+        assert weights.id in str(caught.value) and metrics.id in str(caught.value)
+        with pytest.raises(NotFoundError) as caught:
+            store.resolve_datum(project.id, "datum://best-modl")
+        assert caught.value.hint and "datum://best-model" in caught.value.hint
+        for missing in ("ffff0000", "0a", "77a", "", "datum://", "best"):
+            with pytest.raises(NotFoundError) as caught:
+                store.resolve_datum(project.id, missing)
+            assert caught.value.hint
+        with pytest.raises(NotFoundError):
+            store.resolve_datum(store.ensure_project("other").id, "best-model")
+
+    # -- dataset versions -------------------------------------------------------------
+    def add_version(
+        self, store: MetadataStore, project: Project, dataset: str, version: str, **kw: Any
+    ) -> Any:
+        values: dict[str, Any] = {"tree_digest": DIGEST, "file_count": 3, "size": 300}
+        values.update(kw)
+        return store.create_dataset_version(project.id, dataset, version, **values)
+
+    def test_dataset_version_round_trip(self, store: MetadataStore, project: Project) -> None:
+        execution = self.make(store, project)
+        made = self.add_version(
+            store, project, "images", "v3", tree_digest="cd" * 32, file_count=20_000,
+            size=5 * 10**10, source="execution", execution_id=execution.id, from_version="v2",
+            metadata={"folder": "/data/images", "n": 1},
+        )  # fmt: skip
+        assert made.uri == "dataset://images/v3"
+        assert (made.dataset, made.version, made.tree_digest) == ("images", "v3", "cd" * 32)
+        assert (made.file_count, made.size) == (20_000, 5 * 10**10)
+        assert (made.source, made.execution_id, made.from_version) == (
+            "execution", execution.id, "v2"
+        )  # fmt: skip
+        assert made.created_at.utcoffset() == timedelta(0)
+        assert store.get_dataset_version(project.id, "images", "v3") == made
+        assert store.get_dataset_version(project.id, "images", "latest") == made
+        long_origin = "a" * 128 + "/" + "b" * 128
+        derived = self.add_version(store, project, "images", "v4", from_version=long_origin)
+        assert store.get_dataset_version(project.id, "images", "v4") == derived
+        assert derived.from_version == long_origin
+        with pytest.raises(ParameterError):
+            self.add_version(store, project, "images", "v5", source="")
+        with pytest.raises(ParameterError):
+            self.add_version(store, project, "images", "v5", source="s" * 33)
+        plain = self.add_version(store, project, "text", "first")
+        assert (plain.source, plain.execution_id, plain.from_version, plain.metadata) == (
+            "upload", None, None, {}
+        )  # fmt: skip
+
+    def test_latest_and_listing(self, store: MetadataStore, project: Project) -> None:
+        assert store.list_datasets(project.id) == []
+        made = [self.add_version(store, project, "images", v) for v in ("v1", "v2", "zz", "v10")]
+        audio = self.add_version(store, project, "audio", "v1")
+        stamps = [v.created_at for v in made]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        assert store.get_dataset_version(project.id, "images", "latest") == made[-1]
+        assert store.list_dataset_versions(project.id, "images") == made
+        assert store.list_datasets(project.id) == [("audio", 1, audio), ("images", 4, made[-1])]
+        assert store.next_version_name(project.id, "images") == "v11"
+        assert store.next_version_name(project.id, "audio") == "v2"
+        assert store.next_version_name(project.id, "new") == "v1"
+        other = store.ensure_project("other")
+        assert store.list_datasets(other.id) == []
+        assert store.next_version_name(other.id, "images") == "v1"
+        self.add_version(store, other, "images", "v1")  # versions are per project
+        assert len(store.list_dataset_versions(project.id, "images")) == 4
+
+    def test_next_version_name_ignores_other_names(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        for version in ("final", "v2a", "v007", "V9", "v3"):
+            self.add_version(store, project, "d", version)
+        assert store.next_version_name(project.id, "d") == "v8"
+
+    def test_versions_are_immutable(self, store: MetadataStore, project: Project) -> None:
+        first = self.add_version(store, project, "images", "v3")
+        with pytest.raises(ConflictError) as caught:
+            self.add_version(store, project, "images", "v3", tree_digest="ee" * 32)
+        assert caught.value.message == "dataset version images/v3 already exists"
+        assert caught.value.hint == "versions are immutable: pick a new version name, e.g. v4"
+        assert store.get_dataset_version(project.id, "images", "v3") == first
+        assert store.list_datasets(project.id) == [("images", 1, first)]
+
+    @pytest.mark.parametrize(
+        ("dataset", "version"),
+        [
+            ("", "v1"), ("images", ""), ("a/b", "v1"), ("images", "v1/x"), ("..", "v1"),
+            (".images", "v1"), ("images", ".v1"), ("images", "latest"), ("a" * 129, "v1"),
+            ("images", "b" * 129), ("im ages", "v1"), ("images", "v1?"),
+        ],
+    )  # fmt: skip
+    def test_dataset_name_rules(
+        self, store: MetadataStore, project: Project, dataset: str, version: str
+    ) -> None:
+        with pytest.raises(ParameterError) as caught:
+            self.add_version(store, project, dataset, version)
+        assert caught.value.hint
+        assert store.list_datasets(project.id) == []
+
+    def test_dataset_names_that_are_fine(self, store: MetadataStore, project: Project) -> None:
+        for dataset, version in (("a" * 128, "b" * 128), ("img_2.0-x", "2024.01.01"),
+                                 ("images", "Latest"), ("images", "v1")):  # fmt: skip
+            self.add_version(store, project, dataset, version)
+
+    def test_dataset_lookups_that_fail(self, store: MetadataStore, project: Project) -> None:
+        self.add_version(store, project, "images", "v1")
+        self.add_version(store, project, "images", "v2")
+        with pytest.raises(NotFoundError) as caught:
+            store.get_dataset_version(project.id, "imgs", "v1")
+        assert caught.value.hint and "images" in caught.value.hint
+        with pytest.raises(NotFoundError) as caught:
+            store.get_dataset_version(project.id, "images", "v9")
+        assert "images/v9" in caught.value.message
+        assert caught.value.hint and "v1, v2" in caught.value.hint
+        with pytest.raises(NotFoundError):
+            store.list_dataset_versions(project.id, "imgs")
+        with pytest.raises(NotFoundError):
+            store.get_dataset_version(store.ensure_project("other").id, "images", "latest")
+        with pytest.raises(NotFoundError):
+            self.add_version(store, project, "images", "v3", execution_id="no-such-execution")
+        assert store.next_version_name(project.id, "images") == "v3"
+
+    def test_racing_creators_of_one_version_one_wins(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        start = threading.Barrier(4)
+
+        def create(_: int) -> str:
+            start.wait()
+            try:
+                self.add_version(store, project, "images", "v1")
+                return "created"
+            except ConflictError:
+                return "conflict"
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = sorted(pool.map(create, range(4)))
+        assert outcomes == ["conflict", "conflict", "conflict", "created"]
+        assert store.list_datasets(project.id)[0][1] == 1
+
+    def test_racing_processes_one_version_one_wins(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(3, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(_create_version_in_child, type(store), store.url, project.id, "v1")
+                for _ in range(3)
+            ]
+            outcomes = sorted(f.result(timeout=120) for f in futures)
+        assert outcomes == ["conflict", "conflict", "created"]
+
+    def test_racing_creators_of_different_versions_all_win(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        start = threading.Barrier(4)
+
+        def create(n: int) -> Any:
+            start.wait()
+            return [self.add_version(store, project, "images", f"w{n}-{k}") for k in range(3)]
+
+        with ThreadPoolExecutor(4) as pool:
+            made = [v for batch in pool.map(create, range(4)) for v in batch]
+        listed = store.list_dataset_versions(project.id, "images")
+        assert sorted(v.id for v in listed) == sorted(v.id for v in made)
+        stamps = [v.created_at for v in listed]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        assert store.get_dataset_version(project.id, "images", "latest") == listed[-1]
+
+    # -- lineage ----------------------------------------------------------------------
+    def test_consumers_of_datum(self, store: MetadataStore, project: Project) -> None:
+        model, other_datum = new_datum(project, "model.onnx"), new_datum(project, "x")
+        store.add_datums([model, other_datum])
+
+        def uses(*datum_ids: str) -> list[InputFile]:
+            return [
+                InputFile("model", f"f{n}", f"datum://{d}", DIGEST, 1, d)
+                for n, d in enumerate(datum_ids)
+            ]
+
+        first = self.make(store, project, inputs=uses(model.id))
+        self.make(store, project, inputs=uses(other_datum.id))
+        both = self.make(store, project, inputs=uses(other_datum.id, model.id, model.id))
+        self.make(store, project)
+        consumers = store.consumers_of_datum(project.id, model.id)
+        assert [e.id for e in consumers] == [first.id, both.id]
+        assert [f.datum_id for f in consumers[1].inputs] == [other_datum.id, model.id, model.id]
+        assert store.consumers_of_datum(project.id, "no-such-datum") == []
+        assert store.consumers_of_datum(store.ensure_project("other").id, model.id) == []
+
+    def test_executions_with_input_uri_prefix(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        long_folder = "s3://bucket/" + "x" * 600
+
+        def consuming(*uris: str) -> Execution:
+            files = [InputFile("data", f"f{n}", uri, DIGEST, 1) for n, uri in enumerate(uris)]
+            return self.make(store, project, inputs=files)
+
+        v3 = consuming("dataset://images/v3/train/a.png", "dataset://images/v3/b.png")
+        exact = consuming("dataset://images/v3")
+        v30 = consuming("dataset://images/v30/a.png")
+        v3x = consuming("dataset://images/v3_x/a.png", "dataset://images/v3.x")
+        under_score = consuming("s3://b/a_b/x", "s3://b/100%/y")
+        look_alike = consuming("s3://b/axb/x", "s3://b/1000/y")
+        deep = consuming(long_folder + "/file.bin")
+        deep_other = consuming(long_folder + "y/file.bin", long_folder[:-1])
+        consuming("https://example.com/images/v3/a.png")
+
+        def found(prefix: str) -> list[int]:
+            matches = store.executions_with_input_uri_prefix(project.id, prefix)
+            return [e.counter for e in matches]
+
+        assert found("dataset://images/v3") == [v3.counter, exact.counter]
+        assert found("dataset://images/v3/") == [v3.counter, exact.counter]
+        assert found("dataset://images/v3/train") == [v3.counter]
+        assert found("dataset://images") == [
+            v3.counter, exact.counter, v30.counter, v3x.counter
+        ]  # fmt: skip
+        assert found("dataset://images/v3_x") == [v3x.counter]
+        assert found("s3://b/a_b") == [under_score.counter]
+        assert found("s3://b/100%") == [under_score.counter]
+        assert found(long_folder) == [deep.counter]
+        assert found(long_folder + "/file.bin") == [deep.counter]
+        assert found(long_folder[:-1]) == [deep_other.counter]
+        assert found("dataset://nothing") == []
+        assert found("s3://b/a") == []
+        assert found("s3://b") == [under_score.counter, look_alike.counter]  # once each
+        assert store.executions_with_input_uri_prefix(
+            store.ensure_project("other").id, "dataset://images"
+        ) == []  # fmt: skip
+
+    def test_dataset_versions_of_execution(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        maker, other = self.make(store, project), self.make(store, project)
+        first = self.add_version(store, project, "b", "v1", source="execution",
+                                 execution_id=maker.id)  # fmt: skip
+        second = self.add_version(store, project, "a", "v1", source="execution",
+                                  execution_id=maker.id)  # fmt: skip
+        self.add_version(store, project, "a", "v2")
+        assert store.dataset_versions_of_execution(project.id, maker.id) == [first, second]
+        assert store.dataset_versions_of_execution(project.id, other.id) == []
+        assert store.dataset_versions_of_execution(project.id, "no-such-execution") == []
+
+    # -- garbage collection support ---------------------------------------------------
+    def test_referenced_digests_cover_every_record(self, store: MetadataStore) -> None:
+        def digest(n: int) -> str:
+            return f"{n:064x}"
+
+        projects = [store.ensure_project("one"), store.ensure_project("two")]
+        for base, project in zip((0, 100), projects, strict=True):
+            execution = self.make(
+                store,
+                project,
+                inputs=[InputFile("x", "a", "s3://b/a", digest(base + 1), 1)],
+                code=CodeSnapshot(digest(base + 2), 1, 1),
+                environment={"python": "3.11", "packages_digest": digest(base + 3)},
+            )
+            self.finish(store, execution, log_digest=digest(base + 4))
+            store.add_datums([new_datum(project, "out", digest=digest(base + 5),
+                                        execution=execution)])  # fmt: skip
+            self.add_version(store, project, "d", "v1", tree_digest=digest(base + 6))
+            self.make(store, project)  # no code, log or packages: contributes nothing
+        referenced = list(store.referenced_digests())
+        assert set(referenced) == {digest(b + n) for b in (0, 100) for n in range(1, 7)}
+
+    def test_referenced_digests_of_an_empty_store(self, store: MetadataStore) -> None:
+        assert list(store.referenced_digests()) == []
+
+    def test_oldest_active_start(self, store: MetadataStore, project: Project) -> None:
+        assert store.oldest_active_start() is None
+        done = self.make(store, project)
+        self.finish(store, done)
+        assert store.oldest_active_start() is None
+        created = self.make(store, project)
+        queued = self.make_queued(store, project, Resources())
+        other_project = self.make(store, store.ensure_project("other"))
+        assert store.oldest_active_start() == created.created_at
+        store.transition(created.id, Status.STOPPED)
+        assert store.oldest_active_start() == queued.created_at
+        store.transition(queued.id, Status.STARTING)
+        assert store.oldest_active_start() == queued.created_at
+        store.transition(queued.id, Status.RUNNING)
+        assert store.oldest_active_start() == queued.created_at
+        store.transition(queued.id, Status.CRASHED)
+        assert store.oldest_active_start() == other_project.created_at
+        store.transition(other_project.id, Status.ERROR)
+        assert store.oldest_active_start() is None
+
+    def test_referenced_digests_stream_alongside_writers(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        digests = {f"{n:064x}" for n in range(1, 6)}
+        store.add_datums([new_datum(project, f"f{d[-1]}", digest=d) for d in digests])
+        stream = store.referenced_digests()
+        first = next(stream)
+        self.make(store, project)  # a writer while the stream is open is not blocked
+        assert {first, *stream} == digests
+        abandoned = store.referenced_digests()
+        next(abandoned)
+        abandoned.close()  # type: ignore[attr-defined]
+        self.make(store, project)

@@ -10,20 +10,21 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cairn.entities import MetricPoint, Project, Status
+from cairn.entities import CodeSnapshot, InputFile, MetricPoint, Project, Status
 from cairn.errors import ConfigError, SchemaError, StoreNotWritableError
-from cairn.store.sql import schema
+from cairn.store.sql import convert, orm, schema
 from cairn.store.sql.engine import create_store_engine, normalize_url
 from cairn.store.sql.orm import metadata
 from cairn.store.sql.store import SqlMetadataStore
 from cairn.testing.populate import populate
 from cairn.testing.store_contract import MetadataStoreContract, new_execution
-
 
 
 def sqlite_url(path: Path) -> str:
@@ -123,18 +124,13 @@ def test_database_from_a_newer_cairn_is_refused(tmp_path: Path) -> None:
     assert caught.value.hint and "pip install -U cairn" in caught.value.hint
 
 
-def test_database_at_an_older_revision_names_the_upgrade(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # There is one real revision so far: pretend "0000" is an older known one.
-    monkeypatch.setattr(schema, "KNOWN_REVISIONS", ("0000", *schema.KNOWN_REVISIONS))
-    path = tmp_path / "cairn.db"
-    SqlMetadataStore(sqlite_url(path)).close()
-    _stamp(path, "0000")
+def test_database_at_an_older_revision_names_the_upgrade(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "cairn.db")
+    schema.upgrade(url, "0001")
     with pytest.raises(SchemaError) as caught:
-        SqlMetadataStore(sqlite_url(path))
+        SqlMetadataStore(url)
     assert caught.value.message == (
-        f"database schema is at 0000, this cairn needs {schema.HEAD_REVISION}"
+        f"database schema is at 0001, this cairn needs {schema.HEAD_REVISION}"
     )
     assert caught.value.hint and "`cairn db upgrade`" in caught.value.hint
 
@@ -214,6 +210,108 @@ def test_a_forked_child_opens_its_own_connections(tmp_path: Path) -> None:
         assert child.exitcode == 0
         _create_one(store, project.id)
         assert [e.counter for e in store.list_executions(project.id)] == [3, 2, 1]
+    finally:
+        store.close()
+
+
+# -- upgrading a database from 0001 ------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, on each backend."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "cairn.db")
+    url: str = request.getfixturevalue("postgres_url")
+    _reset_postgres(url)
+    return url
+
+
+def _seed_at_0001(url: str) -> dict[str, str]:
+    """Write a project, an execution with inputs, tags and metrics, and datums, with the
+    0001 schema's columns only (as a cairn of that schema would have)."""
+    project_id, execution_id = "p" * 36, "e" * 36
+    datum_id = "d0123456-0000-4000-8000-000000000000"
+    engine = create_store_engine(url)
+    now = datetime.now(UTC)
+    long_uri = "s3://bucket/" + "x" * 700 + "/f.bin"
+    inputs = [
+        InputFile("images", "a.png", "dataset://images/v3/a.png", "a1" * 32, 10),
+        InputFile("model", "m.onnx", f"datum://{datum_id}", "b2" * 32, 20, datum_id),
+        InputFile("big", "f.bin", long_uri, "c3" * 32, 30),
+    ]
+    try:
+        with engine.begin() as conn:
+            conn.execute(orm.projects.insert().values(id=project_id, name="old", created_at=now))
+            conn.execute(orm.counters.insert().values(project_id=project_id, value=1))
+            conn.execute(
+                orm.executions.insert().values(
+                    id=execution_id, project_id=project_id, counter=1, step="train",
+                    status="running", parameters={"lr": 0.1}, command=["python", "t.py"],
+                    code=convert.code_to_json(CodeSnapshot("c0" * 32, 2, 20)),
+                    environment={"packages_digest": "e0" * 32}, step_config={},
+                    resources={"cpus": 1.0}, created_at=now, gpu_ids=[],
+                    stop_requested=False, log_digest=None,
+                )
+            )  # fmt: skip
+            rows = convert.input_rows(execution_id, inputs)
+            for row in rows:
+                del row["uri_head"]  # not a column at 0001
+            conn.execute(orm.execution_inputs.insert(), rows)
+            conn.execute(orm.execution_tags.insert().values(execution_id=execution_id, tag="t"))
+            conn.execute(
+                orm.datums.insert().values(
+                    id=datum_id, project_id=project_id, name="model.onnx", digest="d4" * 32,
+                    size=20, execution_id=execution_id, created_at=now, metadata={"k": 1},
+                )
+            )  # fmt: skip
+            conn.execute(orm.datum_tags.insert().values(datum_id=datum_id, tag="best"))
+            conn.execute(
+                orm.metric_latest.insert().values(
+                    execution_id=execution_id, key="acc", value=0.9, step=1, time=1.0
+                )
+            )
+    finally:
+        engine.dispose()
+    return {"project": project_id, "execution": execution_id, "datum": datum_id,
+            "long_uri": long_uri}  # fmt: skip
+
+
+def test_a_0001_database_upgrades_and_keeps_its_data(empty_database_url: str) -> None:
+    url = empty_database_url
+    schema.upgrade(url, "0001")
+    ids = _seed_at_0001(url)
+    with pytest.raises(SchemaError, match="cairn db upgrade"):
+        SqlMetadataStore(url)
+    schema.upgrade(url)  # what `cairn db upgrade` runs
+    store = SqlMetadataStore(url)
+    try:
+        assert schema.current_revision(store.engine) == schema.HEAD_REVISION
+        assert _schema_diffs(store) == []
+        project_id = ids["project"]
+        execution = store.get_execution(project_id, 1)
+        assert execution.id == ids["execution"] and execution.tags == ("t",)
+        assert [f.uri for f in execution.inputs] == [
+            "dataset://images/v3/a.png", f"datum://{ids['datum']}", ids["long_uri"]
+        ]  # fmt: skip
+        assert execution.metrics == {"acc": 0.9}
+        datum = store.get_datum(project_id, ids["datum"])
+        assert (datum.name, datum.tags, datum.metadata) == ("model.onnx", ("best",), {"k": 1})
+        # The new indexes and columns cover the old rows.
+        found = store.executions_with_input_uri_prefix(project_id, "dataset://images/v3")
+        assert [e.id for e in found] == [execution.id]
+        found = store.executions_with_input_uri_prefix(project_id, ids["long_uri"])
+        assert [e.id for e in found] == [execution.id]
+        assert [e.id for e in store.consumers_of_datum(project_id, datum.id)] == [execution.id]
+        assert set(store.referenced_digests()) >= {"a1" * 32, "c0" * 32, "e0" * 32, "d4" * 32}
+        assert store.oldest_active_start() == execution.created_at
+        # The new tables work.
+        project = Project(id=project_id, name="old")
+        store.set_alias(project_id, "best-model", datum.id)
+        assert store.resolve_datum(project_id, "best-model") == datum
+        made = store.create_dataset_version(
+            project_id, "images", "v3", tree_digest="f5" * 32, file_count=1, size=10
+        )
+        assert store.get_dataset_version(project_id, "images", "latest") == made
+        assert store.create_execution(new_execution(project)).counter == 2
     finally:
         store.close()
 
@@ -346,3 +444,74 @@ def test_populated_executions_read_back(big_store: tuple[SqlMetadataStore, str])
     assert first.status is Status.COMPLETE and first.tags == ("sweep",)
     assert first.created_at.tzinfo is not None and first.duration is not None
     assert set(first.metrics) == {"accuracy", "loss"}
+
+
+@pytest.fixture(scope="module")
+def lineage_store(
+    big_store: tuple[SqlMetadataStore, str],
+) -> tuple[SqlMetadataStore, str, list[str]]:
+    """The 100,000 executions of ``big_store``, each with two inputs: a file of one of 1,000
+    dataset versions and a datum (one of 50,000); plus 100,000 datums in 1,000 folders."""
+    store, project_id = big_store
+    with store.engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                orm.executions.select()
+                .with_only_columns(orm.executions.c.id)
+                .where(orm.executions.c.project_id == project_id)
+                .order_by(orm.executions.c.counter)
+            ).scalars()
+        )
+    datum_ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(50_000)]
+    inputs = []
+    for n, execution_id in enumerate(ids):
+        uri = f"dataset://images/v{n % 1000}/train/{n}.png"
+        datum = datum_ids[n % len(datum_ids)]
+        inputs.append((execution_id, 0, "images", f"{n}.png", uri, "ab" * 32, 1, None, uri))
+        inputs.append((execution_id, 1, "model", "m.onnx", f"datum://{datum}", "cd" * 32, 1,
+                       datum, f"datum://{datum}"))  # fmt: skip
+    names = [f"run{n % 1000}/file{n}.bin" for n in range(100_000)]
+    when = "2025-01-01 00:00:00.000000"  # the SQLite text form of a UTC time
+    datums = [
+        (f"{n:08x}-1111-4000-8000-000000000000", project_id, names[n], "ef" * 32, n, None,
+         when, "{}")
+        for n in range(100_000)
+    ]  # fmt: skip
+    with store._write() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO execution_inputs (execution_id, position, input_name, name, uri, "
+            "digest, size, datum_id, uri_head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            inputs,
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO datums (id, project_id, name, digest, size, execution_id, created_at, "
+            "metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            datums,
+        )
+    return store, project_id, datum_ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (lambda s, p, d: s.consumers_of_datum(p, d[123]), 2),
+        (lambda s, p, d: s.consumers_of_datum(p, "no-such-datum"), 0),
+        (lambda s, p, d: s.executions_with_input_uri_prefix(p, "dataset://images/v7"), 100),
+        (lambda s, p, d: s.executions_with_input_uri_prefix(p, "dataset://images/v7/train/7.png"),
+         1),
+        (lambda s, p, d: s.list_datums(p, name_glob="run7/*", limit=50), 50),
+        (lambda s, p, d: s.list_datums(p, name_glob="run7/file[0-9]*7.bin", limit=50), 50),
+        (lambda s, p, d: s.get_datums(p, [f"{n:08x}-1111-4000-8000-000000000000"
+                                          for n in range(0, 100_000, 500)]), 200),
+    ],
+    ids=["consumers", "consumers-none", "dataset-prefix", "one-file", "glob", "glob-class",
+         "get-datums"],
+)  # fmt: skip
+def test_lineage_and_datum_queries_at_100k_are_fast(
+    lineage_store: tuple[SqlMetadataStore, str, list[str]], query: Any, expected: int
+) -> None:
+    store, project_id, datum_ids = lineage_store
+    assert len(query(store, project_id, datum_ids)) == expected
+    elapsed = _best_ms(lambda: query(store, project_id, datum_ids))
+    assert elapsed < 50, f"{elapsed:.1f} ms"

@@ -11,8 +11,11 @@ from typing import Any
 from sqlalchemy.engine import Row
 
 from cairn.entities import (
+    AliasEvent,
     CodeSnapshot,
+    DatasetVersion,
     Datum,
+    DatumAlias,
     Execution,
     InputFile,
     MetricPoint,
@@ -20,6 +23,7 @@ from cairn.entities import (
     Resources,
     Status,
 )
+from cairn.store.sql.orm import URI_HEAD
 
 
 def nan_to_null(value: float) -> float | None:
@@ -66,6 +70,7 @@ def input_rows(execution_id: str, inputs: Iterable[InputFile]) -> list[dict[str,
             "digest": item.digest,
             "size": item.size,
             "datum_id": item.datum_id,
+            "uri_head": item.uri[:URI_HEAD],
         }
         for position, item in enumerate(inputs)
     ]
@@ -136,6 +141,43 @@ def datum_row(item: Datum) -> dict[str, Any]:
         "created_at": item.created_at,
         "metadata": dict(item.metadata),
     }
+
+
+def alias(row: Row[Any]) -> DatumAlias:
+    return DatumAlias(
+        project_id=row.project_id,
+        name=row.name,
+        datum_id=row.datum_id,
+        updated_at=row.updated_at,
+        execution_id=row.execution_id,
+    )
+
+
+def alias_event(row: Row[Any]) -> AliasEvent:
+    return AliasEvent(
+        name=row.name,
+        datum_id=row.datum_id,
+        previous_datum_id=row.previous_datum_id,
+        at=row.at,
+        execution_id=row.execution_id,
+    )
+
+
+def dataset_version(row: Row[Any]) -> DatasetVersion:
+    return DatasetVersion(
+        id=row.id,
+        project_id=row.project_id,
+        dataset=row.dataset,
+        version=row.version,
+        tree_digest=row.tree_digest,
+        file_count=row.file_count,
+        size=row.size,
+        created_at=row.created_at,
+        source=row.source,
+        execution_id=row.execution_id,
+        from_version=row.from_version,
+        metadata=row.metadata or {},
+    )
 
 
 def metric_point(row: Row[Any]) -> MetricPoint:

@@ -16,7 +16,19 @@ Index choices, by the queries they serve:
 - ``metric_latest(key, value, execution_id)``: sort by a metric by walking this index in
   order and stopping after the page (covering, so no table lookups until the join);
 - ``metric_points`` is keyed ``(execution_id, seq)`` and stored WITHOUT ROWID on SQLite so
-  appending a point writes one b-tree, not two.
+  appending a point writes one b-tree, not two;
+- ``execution_inputs(datum_id)``: who consumed a datum (lineage);
+- ``execution_inputs(uri_head)``: who consumed anything under a URI prefix
+  (``dataset://images/v3``); ``uri_head`` is the URI's first :data:`URI_HEAD` characters,
+  because a B-tree entry has a size limit on PostgreSQL and URLs can be long. On
+  PostgreSQL it uses ``text_pattern_ops`` so ``LIKE 'prefix%'`` walks it whatever the
+  database's collation;
+- ``datums(digest)``: which datums hold a blob;
+- ``datum_tags(tag, datum_id)``: the tag filter;
+- ``dataset_versions(project_id, dataset, created_at)``: a dataset's versions in order,
+  its latest one; ``(project_id, dataset, version)`` unique: versions are immutable;
+- ``dataset_versions(execution_id)``: versions an execution made;
+- ``aliases`` keyed ``(project_id, name)``; ``alias_events(project_id, name, id)``: history.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -45,6 +58,10 @@ from sqlalchemy.types import TypeDecorator
 
 ID = String(36)
 DIGEST = String(64)
+NAME = String(128)  # dataset, version and alias names
+
+URI_HEAD = 512
+"""Characters of an input URI kept in the indexed ``execution_inputs.uri_head``."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -144,6 +161,10 @@ execution_inputs = Table(
     Column("digest", DIGEST, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("datum_id", String(255), nullable=True),
+    Column("uri_head", Text, nullable=False),  # uri[:URI_HEAD], indexed for prefix queries
+    Index("ix_execution_inputs_datum", "datum_id"),
+    Index("ix_execution_inputs_uri_head", "uri_head",
+          postgresql_ops={"uri_head": "text_pattern_ops"}),
 )
 
 execution_tags = Table(
@@ -166,6 +187,7 @@ datums = Table(
     Column("metadata", JSON, nullable=False),
     Index("ix_datums_project_name", "project_id", "name"),
     Index("ix_datums_execution", "execution_id"),
+    Index("ix_datums_digest", "digest"),
 )
 
 datum_tags = Table(
@@ -173,6 +195,63 @@ datum_tags = Table(
     Column("datum_id", String(255), ForeignKey("datums.id", ondelete="CASCADE"),
            primary_key=True),
     Column("tag", String(255), primary_key=True),
+    Index("ix_datum_tags_tag", "tag", "datum_id"),
+)
+
+# A movable name for a datum (datum://NAME); every move is also kept in alias_events.
+aliases = Table(
+    "aliases", metadata,
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", NAME, primary_key=True),
+    Column("datum_id", String(255), ForeignKey("datums.id"), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("execution_id", ID, ForeignKey("executions.id", ondelete="SET NULL"), nullable=True),
+    Index("ix_aliases_datum", "datum_id"),
+)
+
+# The history of every alias, in insertion order (``id``); kept when an alias is deleted.
+alias_events = Table(
+    "alias_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", NAME, nullable=False),
+    Column("datum_id", String(255), nullable=False),
+    Column("previous_datum_id", String(255), nullable=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("execution_id", ID, nullable=True),
+    Index("ix_alias_events_name", "project_id", "name", "id"),
+)
+
+# A dataset exists once it has had a version; its row is what creators of versions lock.
+datasets = Table(
+    "datasets", metadata,
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", NAME, primary_key=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+dataset_versions = Table(
+    "dataset_versions", metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, nullable=False),
+    Column("dataset", NAME, nullable=False),
+    Column("version", NAME, nullable=False),
+    Column("tree_digest", DIGEST, nullable=False),
+    Column("file_count", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    # Strictly increasing within a dataset (see create_dataset_version): "latest" is the max.
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("execution_id", ID, ForeignKey("executions.id", ondelete="SET NULL"), nullable=True),
+    Column("from_version", Text, nullable=True),  # as given: "v2", "other/v1", ...
+    Column("metadata", JSON, nullable=False),
+    ForeignKeyConstraint(
+        ["project_id", "dataset"], ["datasets.project_id", "datasets.name"],
+        ondelete="CASCADE", name="fk_dataset_versions_dataset",
+    ),
+    UniqueConstraint("project_id", "dataset", "version", name="uq_dataset_versions_version"),
+    Index("ix_dataset_versions_created", "project_id", "dataset", "created_at"),
+    Index("ix_dataset_versions_execution", "execution_id"),
 )
 
 # Every metric point; ``value`` NULL stands for NaN (SQLite cannot store NaN).

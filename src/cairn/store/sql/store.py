@@ -5,20 +5,20 @@ SQL for a duration, the fastest bulk insert) the difference is local and comment
 SQLAlchemy and driver exceptions are translated into :mod:`cairn.errors` in one place
 (:mod:`.translate`), and rows become entities (:mod:`.convert`) before
 any method returns.
+
+This module holds projects, executions and metrics; the class also gets datums and
+aliases from :mod:`.datums`, dataset versions from :mod:`.datasets` and lineage and gc
+queries from :mod:`.lineage` (shared plumbing: :mod:`.core`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import uuid
 import weakref
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy import exc as sa_exc
@@ -27,9 +27,7 @@ from sqlalchemy.engine import Connection, Row
 from cairn.entities import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    Datum,
     Execution,
-    InputFile,
     MetricPoint,
     Project,
     Resources,
@@ -38,6 +36,9 @@ from cairn.entities import (
 from cairn.errors import NotFoundError
 from cairn.store.base import Allocation, MetadataStore, NewExecution
 from cairn.store.sql import convert, queries, schema
+from cairn.store.sql.core import MIN_PREFIX, SqlStoreCore, no_execution, now, translated
+from cairn.store.sql.datasets import DatasetParts
+from cairn.store.sql.datums import DatumParts
 from cairn.store.sql.engine import (
     create_store_engine,
     display_url,
@@ -45,9 +46,9 @@ from cairn.store.sql.engine import (
     sqlite_path,
     write_options,
 )
+from cairn.store.sql.lineage import LineageParts
 from cairn.store.sql.orm import (
     counters,
-    datum_tags,
     execution_inputs,
     execution_tags,
     executions,
@@ -56,18 +57,9 @@ from cairn.store.sql.orm import (
     metric_points,
     projects,
 )
-from cairn.store.sql.orm import datums as datums_table
-from cairn.store.sql.translate import translate_error
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
-
-MIN_PREFIX = 4
-"""Shortest id prefix accepted for executions and datums."""
-
-_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
 _PG_ALLOCATE_LOCK = 0x63616973  # any constant all cairn processes agree on
 
 TRANSITION_FIELDS = frozenset(
@@ -86,29 +78,7 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
 
 
-def _translated(method: F) -> F:
-    """Turn SQLAlchemy/driver exceptions raised by ``method`` into cairn errors."""
-
-    @functools.wraps(method)
-    def wrapper(self: SqlMetadataStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sa_exc.SQLAlchemyError as exc:
-            raise translate_error(exc, dialect=self.dialect, where=self._where) from exc
-
-    return cast(F, wrapper)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class SqlMetadataStore(MetadataStore):
+class SqlMetadataStore(DatumParts, DatasetParts, LineageParts, SqlStoreCore, MetadataStore):
     """Metadata on SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``).
 
     Opening a brand-new database creates the schema; a database written by an older or
@@ -131,7 +101,7 @@ class SqlMetadataStore(MetadataStore):
             self.engine.dispose()
             raise
 
-    @_translated
+    @translated
     def _open(self) -> None:
         if schema.is_empty(self.engine):
             log.info("creating the cairn metadata schema at %s", self._where)
@@ -144,61 +114,8 @@ class SqlMetadataStore(MetadataStore):
     def __repr__(self) -> str:
         return f"SqlMetadataStore({display_url(self._url)!r})"
 
-    # -- plumbing ---------------------------------------------------------------------
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A transaction holding the write lock from its start (SQLite: BEGIN IMMEDIATE)."""
-        with self._writer.connect() as conn, conn.begin():
-            yield conn
-
-    def _require_execution(
-        self, conn: Connection, execution_id: str, *, lock: bool = False
-    ) -> None:
-        query = select(executions.c.id).where(executions.c.id == execution_id)
-        if lock and self.dialect == "postgresql":
-            # Serializes writers of one execution's metrics (seq numbers) on PostgreSQL;
-            # on SQLite the write transaction already does.
-            query = query.with_for_update()
-        if conn.execute(query).first() is None:
-            raise _no_execution(execution_id)
-
-    def _upsert(
-        self,
-        conn: Connection,
-        table: Any,
-        rows: list[dict[str, Any]],
-        keys: Sequence[str],
-        update_columns: Sequence[str] = (),
-    ) -> None:
-        """Insert ``rows``; on a key conflict update ``update_columns`` (or do nothing)."""
-        if not rows:
-            return
-        # Imported here: loading the PostgreSQL dialect costs SQLite users startup time.
-        stmt: Any
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            stmt = postgresql.insert(table)
-        else:
-            from sqlalchemy.dialects import sqlite
-
-            stmt = sqlite.insert(table)
-        if update_columns:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={name: stmt.excluded[name] for name in update_columns},
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        conn.execute(stmt, rows)
-
     # -- projects ---------------------------------------------------------------------
-    @_translated
+    @translated
     def ensure_project(self, name: str) -> Project:
         with self._read() as conn:
             row = conn.execute(select(projects).where(projects.c.name == name)).first()
@@ -210,7 +127,7 @@ class SqlMetadataStore(MetadataStore):
                 row = conn.execute(select(projects).where(projects.c.name == name)).first()
                 if row is not None:
                     return convert.project(row)
-                conn.execute(insert(projects).values(id=project_id, name=name, created_at=_now()))
+                conn.execute(insert(projects).values(id=project_id, name=name, created_at=now()))
                 conn.execute(insert(counters).values(project_id=project_id, value=0))
         except sa_exc.IntegrityError:
             # PostgreSQL: another process created it between our read and our insert.
@@ -220,10 +137,10 @@ class SqlMetadataStore(MetadataStore):
         return Project(id=project_id, name=name)
 
     # -- executions -------------------------------------------------------------------
-    @_translated
+    @translated
     def create_execution(self, new: NewExecution) -> Execution:
         execution_id = str(uuid.uuid4())
-        created_at = _now()
+        created_at = now()
         tags = sorted(set(new.tags))
         with self._write() as conn:
             # UPDATE takes the row lock (PostgreSQL) inside the write lock (SQLite), so
@@ -291,7 +208,7 @@ class SqlMetadataStore(MetadataStore):
             no_output_timeout=new.no_output_timeout,
         )
 
-    @_translated
+    @translated
     def get_execution(self, project_id: str, ref: str | int) -> Execution:
         with self._read() as conn:
             row = self._find_execution(conn, project_id, ref)
@@ -345,7 +262,7 @@ class SqlMetadataStore(MetadataStore):
             )
         return rows[0]
 
-    @_translated
+    @translated
     def list_executions(
         self,
         project_id: str,
@@ -370,45 +287,7 @@ class SqlMetadataStore(MetadataStore):
             rows = queries.sorted_executions(conn, where, sort, descending, limit)
             return self._hydrate(conn, rows)
 
-    def _hydrate(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[Execution]:
-        """Entities for ``rows`` with their inputs, tags and latest metrics (batched)."""
-        ids = [row.id for row in rows]
-        inputs: dict[str, list[InputFile]] = defaultdict(list)
-        tags: dict[str, list[str]] = defaultdict(list)
-        metrics: dict[str, dict[str, Any]] = defaultdict(dict)
-        for chunk in _chunks(ids):
-            for r in conn.execute(
-                select(execution_inputs)
-                .where(execution_inputs.c.execution_id.in_(chunk))
-                .order_by(execution_inputs.c.execution_id, execution_inputs.c.position)
-            ):
-                inputs[r.execution_id].append(convert.input_file(r))
-            for r in conn.execute(
-                select(execution_tags.c.execution_id, execution_tags.c.tag).where(
-                    execution_tags.c.execution_id.in_(chunk)
-                )
-            ):
-                tags[r.execution_id].append(r.tag)
-            for r in conn.execute(
-                select(metric_latest.c.execution_id, metric_latest.c.key, metric_latest.c.value)
-                .where(metric_latest.c.execution_id.in_(chunk))
-                .order_by(metric_latest.c.execution_id, metric_latest.c.key)
-            ):
-                metrics[r.execution_id][r.key] = convert.null_to_nan(r.value)
-            for r in conn.execute(
-                select(metadata_latest)
-                .where(metadata_latest.c.execution_id.in_(chunk))
-                .order_by(metadata_latest.c.execution_id, metadata_latest.c.key)
-            ):
-                metrics[r.execution_id][r.key] = r.value
-        return [
-            convert.execution(
-                row, inputs=inputs[row.id], tags=tags[row.id], metrics=metrics[row.id]
-            )
-            for row in rows
-        ]
-
-    @_translated
+    @translated
     def count_executions(self, project_id: str) -> int:
         with self._read() as conn:
             return int(
@@ -419,7 +298,7 @@ class SqlMetadataStore(MetadataStore):
                 ).scalar_one()
             )
 
-    @_translated
+    @translated
     def transition(
         self,
         execution_id: str,
@@ -459,14 +338,14 @@ class SqlMetadataStore(MetadataStore):
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
-            raise _no_execution(execution_id)
+            raise no_execution(execution_id)
         started = fields.get("started_at", row.started_at)
         ended = fields.get("ended_at", row.ended_at)
         if started is None or ended is None:
             return None
         return float((ended - started).total_seconds())
 
-    @_translated
+    @translated
     def request_stop(self, execution_id: str) -> None:
         with self._write() as conn:
             changed = conn.execute(
@@ -475,9 +354,9 @@ class SqlMetadataStore(MetadataStore):
                 .values(stop_requested=True)
             ).rowcount
         if changed == 0:
-            raise _no_execution(execution_id)
+            raise no_execution(execution_id)
 
-    @_translated
+    @translated
     def allocate(
         self,
         execution_id: str,
@@ -503,7 +382,7 @@ class SqlMetadataStore(MetadataStore):
                 )
             ).first()
             if row is None:
-                raise _no_execution(execution_id)
+                raise no_execution(execution_id)
             if row.status != Status.QUEUED.value:
                 return None
             need = Resources.from_dict(row.resources)
@@ -534,7 +413,7 @@ class SqlMetadataStore(MetadataStore):
             )
         return Allocation(gpu_ids=granted)
 
-    @_translated
+    @translated
     def add_tags(self, execution_id: str, tags: Iterable[str]) -> None:
         wanted = sorted(set(tags))
         with self._write() as conn:
@@ -546,7 +425,7 @@ class SqlMetadataStore(MetadataStore):
                 keys=("execution_id", "tag"),
             )
 
-    @_translated
+    @translated
     def remove_tags(self, execution_id: str, tags: Iterable[str]) -> None:
         unwanted = sorted(set(tags))
         with self._write() as conn:
@@ -559,76 +438,8 @@ class SqlMetadataStore(MetadataStore):
                     )
                 )
 
-    # -- datums -----------------------------------------------------------------------
-    @_translated
-    def add_datums(self, datums: Sequence[Datum]) -> None:
-        if not datums:
-            return
-        for item in datums:
-            convert.ensure_aware("created_at", item.created_at)
-        with self._write() as conn:
-            conn.execute(insert(datums_table), [convert.datum_row(item) for item in datums])
-            tag_rows = [
-                {"datum_id": item.id, "tag": tag} for item in datums for tag in set(item.tags)
-            ]
-            if tag_rows:
-                conn.execute(insert(datum_tags), tag_rows)
-
-    @_translated
-    def get_datum(self, project_id: str, ref: str) -> Datum:
-        text_ref = ref.strip()
-        text_ref = text_ref.removeprefix("datum://")
-        in_project = datums_table.c.project_id == project_id
-        with self._read() as conn:
-            row = conn.execute(
-                select(datums_table).where(in_project, datums_table.c.id == text_ref)
-            ).first()
-            if row is None:
-                if len(text_ref) < MIN_PREFIX:
-                    raise NotFoundError(
-                        f"no datum {ref!r}: an id prefix needs at least {MIN_PREFIX} characters",
-                        hint="give more characters of the datum id",
-                    )
-                rows = queries.rows_by_id_prefix(
-                    conn, datums_table, project_id, text_ref, at_most=11
-                )
-                if not rows:
-                    raise NotFoundError(
-                        f"no datum matches {ref!r} in this project",
-                        hint="`cairn outputs EXECUTION` lists an execution's datums",
-                    )
-                if len(rows) > 1:
-                    shown = ", ".join(f"{r.id} ({r.name})" for r in rows[:10])
-                    raise NotFoundError(
-                        f"datum id prefix {ref!r} is ambiguous: it matches {shown}",
-                        hint="give more characters of the datum id",
-                    )
-                row = rows[0]
-            return self._datums_with_tags(conn, [row])[0]
-
-    @_translated
-    def list_datums(self, project_id: str, *, execution_id: str | None = None) -> list[Datum]:
-        query = select(datums_table).where(datums_table.c.project_id == project_id)
-        if execution_id is not None:
-            query = query.where(datums_table.c.execution_id == execution_id)
-        query = query.order_by(datums_table.c.name, datums_table.c.created_at, datums_table.c.id)
-        with self._read() as conn:
-            return self._datums_with_tags(conn, conn.execute(query).all())
-
-    def _datums_with_tags(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[Datum]:
-        tags: dict[str, list[str]] = defaultdict(list)
-        ids = [row.id for row in rows]
-        for chunk in _chunks(ids):
-            for r in conn.execute(
-                select(datum_tags.c.datum_id, datum_tags.c.tag).where(
-                    datum_tags.c.datum_id.in_(chunk)
-                )
-            ):
-                tags[r.datum_id].append(r.tag)
-        return [convert.datum(row, tags[row.id]) for row in rows]
-
     # -- metrics ----------------------------------------------------------------------
-    @_translated
+    @translated
     def add_metrics(self, execution_id: str, points: Sequence[MetricPoint]) -> None:
         """See :meth:`MetadataStore.add_metrics`.
 
@@ -723,7 +534,7 @@ class SqlMetadataStore(MetadataStore):
             for row in rows:
                 copy.write_row(row)
 
-    @_translated
+    @translated
     def set_metadata(self, execution_id: str, values: dict[str, Any]) -> None:
         if not values:
             return
@@ -746,7 +557,7 @@ class SqlMetadataStore(MetadataStore):
                 )
             )
 
-    @_translated
+    @translated
     def get_metrics(self, execution_id: str) -> list[MetricPoint]:
         with self._read() as conn:
             rows = conn.execute(
@@ -770,13 +581,6 @@ def _forget_connections_after_fork(engine: Engine) -> None:
             forked.dispose(close=False)
 
     os.register_at_fork(after_in_child=after_fork_in_child)
-
-
-def _no_execution(execution_id: str) -> NotFoundError:
-    return NotFoundError(
-        f"no execution with id {execution_id!r}",
-        hint="`cairn ls` lists the executions",
-    )
 
 
 def _numbered_from(points: Sequence[MetricPoint], first: int) -> bool:
