@@ -30,11 +30,16 @@ class Settings:
     local_memory_mb: int | None = None  # None: this machine's memory
     local_gpus: str | None = None  # None: nvidia-smi; "" none; "0,1" these
     keep_workspaces: bool = False
+    cache_max_bytes: int | None = None  # local cache of a remote (s3://) store; None: no bound
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
     @property
     def work_dir(self) -> Path:
@@ -103,6 +108,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         for key in ("local_cpus",):
             if out.get(key) not in (None, ""):
                 out[key] = float(out[key])
+        if out.get("cache_max_bytes") not in (None, ""):
+            out["cache_max_bytes"] = _bytes(out["cache_max_bytes"])
         if out.get("local_memory_mb") not in (None, ""):
             out["local_memory_mb"] = int(out["local_memory_mb"])
         if out.get("local_gpus") is not None:
@@ -113,3 +120,12 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"bad setting value: {exc}", "check CAIRN_* variables") from exc
     out["data_dir"] = Path(out["data_dir"])
     return out
+
+
+def _bytes(value: object) -> int:
+    """``10GB``, ``500M``, ``1048576`` → bytes."""
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))

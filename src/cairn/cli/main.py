@@ -65,6 +65,11 @@ HELP = {
     "outputs": "An execution's output files (datums); --download DIR.",
     "stop": "Stop queued or running executions.",
     "tag": "Add (or --remove) tags on an execution.",
+    "data": "Datums: ls, show, get, alias, aliases, push, pull.",
+    "dataset": "Dataset versions: add, ls, show, diff, checkout.",
+    "lineage": "Where a datum, dataset version or execution came from, what used it.",
+    "gc": "Remove blobs that nothing references (--dry-run first).",
+    "store": "Blob store checks (cairn store verify).",
     "db": "Database maintenance (cairn db upgrade).",
 }
 COMMAND_ORDER = list(HELP)
@@ -83,6 +88,11 @@ _LAZY = {
     "outputs": ("cairn.cli.inspect_cmds", "outputs"),
     "tag": ("cairn.cli.inspect_cmds", "tag"),
     "db": ("cairn.cli.project_cmds", "db"),
+    "data": ("cairn.cli.data_cmds", "data"),
+    "dataset": ("cairn.cli.data_cmds", "dataset"),
+    "lineage": ("cairn.cli.data_cmds", "lineage"),
+    "gc": ("cairn.cli.data_cmds", "gc"),
+    "store": ("cairn.cli.data_cmds", "store"),
 }
 
 

@@ -7,9 +7,11 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from cairn.errors import InputError
 from cairn.executors.base import Executor, Outcome, Reporter, register_executor
 from cairn.runtime.inputs import materialize_inputs
 from cairn.runtime.metrics import MetricSink
+from cairn.runtime.output_metadata import apply_output_metadata
 from cairn.runtime.outputs import collect_outputs
 from cairn.runtime.process import LogWriter, run_process
 from cairn.runtime.snapshot import restore_code
@@ -52,7 +54,12 @@ class LocalExecutor(Executor):
             if execution.code is not None:
                 count = restore_code(execution.code.tree_digest, content, ws.repository)
                 system(f"code: {count} files from snapshot {execution.code.tree_digest[:12]}")
-            materialize_inputs(execution.inputs, ws.inputs, content)
+            try:
+                materialize_inputs(execution.inputs, ws.inputs, content)
+            except InputError as exc:
+                system(f"cannot start: {exc.message}")
+                return Outcome(exit_code=None, reason="failed-to-start", detail=str(exc),
+                               log_digest=None)
             if execution.inputs:
                 total = sum(f.size for f in execution.inputs)
                 system(f"inputs: {len(execution.inputs)} files, {format_size(total)}")
@@ -90,11 +97,15 @@ class LocalExecutor(Executor):
                 detail = result.detail  # could not start at all
             if sink.errors:
                 system(f"some metrics could not be stored: {sink.errors[0]}")
-            collected = collect_outputs(
-                ws.outputs, content, project_id=execution.project_id,
-                execution_id=execution.id, move=not settings.keep_workspaces,
-            )
+            with content.blobs.batch():  # a remote store uploads them in parallel
+                collected = collect_outputs(
+                    ws.outputs, content, project_id=execution.project_id,
+                    execution_id=execution.id, move=not settings.keep_workspaces,
+                )
             store.add_datums(collected.datums)
+            collected.refused += apply_output_metadata(
+                store, content, project_id=execution.project_id,
+                execution_id=execution.id, datums=collected.datums)
             for message in collected.refused:
                 system(f"refused: {message}")
             system(f"outputs: {len(collected.datums)} files, "

@@ -58,7 +58,9 @@ class Context:
     def content(self) -> ContentStore:
         from cairn.store import ContentStore, open_blob_store
 
-        return ContentStore(open_blob_store(self.settings.store_url))
+        return ContentStore(open_blob_store(
+            self.settings.store_url, cache_dir=self.settings.cache_dir / "blobs",
+            cache_max_bytes=self.settings.cache_max_bytes))
 
     @cached_property
     def project(self) -> Project:

@@ -142,7 +142,7 @@ class Scheduler:
             status, detail = Status.COMPLETE, outcome.detail
         elif outcome.exit_code == 0:
             status = Status.ERROR
-            detail = "outputs refused: " + "; ".join(outcome.refused_outputs)
+            detail = "output problems: " + "; ".join(outcome.refused_outputs)
         else:
             status = Status.ERROR
             detail = outcome.detail or f"the command exited with status {outcome.exit_code}"

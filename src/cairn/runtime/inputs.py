@@ -11,11 +11,13 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cairn.entities import InputFile
 from cairn.errors import InputError, NotFoundError
+from cairn.globs import match as glob_match
+from cairn.globs import static_prefix
 from cairn.store.base import MetadataStore
 from cairn.store.cas import ContentStore
 
@@ -57,12 +59,47 @@ def resolve_input(
     return files
 
 
-def materialize_inputs(files: Sequence[InputFile], inputs_dir: Path, content: ContentStore) -> None:
-    """Place input files under ``inputs_dir/<input>/<name>``, linked from the store."""
+def materialize_inputs(files: Sequence[InputFile], inputs_dir: Path, content: ContentStore,
+                       verified: Callable[[str, Path], bool] | None = None) -> None:
+    """Place input files under ``inputs_dir/<input>/<name>``, linked from the store.
+
+    Every blob is checked against its digest first (``verified(digest, path)`` may vouch
+    for a blob already checked and unchanged since), so a corrupted blob never reaches a
+    step: :class:`InputError` names the input file and where it came from.
+    """
     for name in {f.input_name for f in files}:
         (inputs_dir / name).mkdir(parents=True, exist_ok=True)
+    prefetch = getattr(content.blobs, "prefetch", None)
+    if prefetch is not None and files:  # a remote store: fetch what is missing, in parallel
+        prefetch([f.digest for f in files])
     for f in files:
-        content.materialize(f.digest, inputs_dir / f.input_name / f.name)
+        source = content.blobs.local_path(f.digest)
+        ok = (verified is not None and source is not None and verified(f.digest, source)) \
+            or _verify(content, f.digest)
+        if not ok:
+            raise InputError(
+                f"input '{f.input_name}': {f.name} ({f.uri}) is corrupt in the store: its "
+                f"bytes no longer match digest {f.digest[:16]}",
+                "run `cairn store verify`; restore the blob from another store with "
+                "`cairn data pull`, or re-run the execution that made it",
+            )
+        target = inputs_dir / f.input_name / f.name
+        if not _inside(target, inputs_dir / f.input_name):
+            raise InputError(f"input '{f.input_name}': file name {f.name!r} leaves its folder",
+                             "input file names must be relative paths without '..'")
+        content.materialize(f.digest, target)
+
+
+def _verify(content: ContentStore, digest: str) -> bool:
+    try:
+        return content.verify(digest)
+    except (OSError, NotFoundError):
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    resolved, root = os.path.normpath(path), os.path.normpath(folder)
+    return resolved.startswith(root + os.sep)
 
 
 def _rename(f: InputFile, name: str) -> InputFile:
@@ -80,7 +117,11 @@ def _resolve_one(
 ) -> list[InputFile]:
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme == "datum":
+        if "/" in uri[len("datum://"):]:
+            return _resolve_execution_outputs(input_name, uri, store, project_id, keep)
         return [_resolve_datum(input_name, uri, store, project_id, keep)]
+    if scheme == "dataset":
+        return _resolve_dataset(input_name, uri, store, content, project_id, keep)
     if scheme in ("http", "https"):
         return [_download(input_name, uri, content)]
     if scheme in ("", "file"):
@@ -94,13 +135,72 @@ def _resolve_one(
 
 def _resolve_datum(input_name: str, uri: str, store: MetadataStore, project_id: str,
                    keep: str) -> InputFile:
+    """``datum://ID``, ``datum://ID-PREFIX`` or ``datum://ALIAS`` (resolved now, for good)."""
     try:
-        datum = store.get_datum(project_id, uri)
+        datum = store.resolve_datum(project_id, uri)
     except NotFoundError as exc:
         raise InputError(f"input '{input_name}': {exc.message}",
-                         exc.hint or "list outputs with `cairn outputs ID`") from None
+                         exc.hint or "list datums with `cairn data ls`") from None
     name = datum.name if keep in ("full", "true") else posixpath.basename(datum.name)
     return InputFile(input_name, name, uri, datum.digest, datum.size, datum.id)
+
+
+def _placed(path: str, keep: str, pattern: str) -> str:
+    """Where a matched file lands under the input folder, per ``keep-directories``."""
+    if keep in ("full", "true"):
+        return path
+    if keep == "suffix":
+        prefix = static_prefix(pattern)
+        return path[len(prefix):] if prefix and path.startswith(prefix) else path
+    return posixpath.basename(path)
+
+
+def _resolve_execution_outputs(input_name: str, uri: str, store: MetadataStore,
+                               project_id: str, keep: str) -> list[InputFile]:
+    """``datum://EXECUTION/GLOB``: the outputs of one execution whose names match."""
+    ref, _, pattern = uri[len("datum://"):].partition("/")
+    try:
+        execution = store.get_execution(project_id, ref)
+    except NotFoundError as exc:
+        raise InputError(f"input '{input_name}': {uri}: {exc.message}",
+                         "datum://EXECUTION/GLOB takes an execution number or id, "
+                         "e.g. datum://12/images/**/*.png") from None
+    pattern = pattern or "**"
+    datums = [d for d in store.list_datums(project_id, execution_id=execution.id)
+              if glob_match(pattern, d.name)]
+    if not datums:
+        raise InputError(f"input '{input_name}': no output of #{execution.counter} matches "
+                         f"'{pattern}'", f"see them with `cairn outputs {execution.counter}`")
+    return [InputFile(input_name, _placed(d.name, keep, pattern), f"datum://{d.id}",
+                      d.digest, d.size, d.id) for d in datums]
+
+
+def _resolve_dataset(input_name: str, uri: str, store: MetadataStore, content: ContentStore,
+                     project_id: str, keep: str) -> list[InputFile]:
+    """``dataset://NAME/VERSION[/GLOB]`` (VERSION may be ``latest``, resolved now)."""
+    parts = uri[len("dataset://"):].split("/", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise InputError(f"input '{input_name}': {uri!r} is not dataset://NAME/VERSION[/GLOB]",
+                         "e.g. dataset://images/v3 or dataset://images/latest/train/*.png")
+    name, version_name = parts[0], parts[1]
+    pattern = parts[2] if len(parts) > 2 and parts[2] else None
+    try:
+        version = store.get_dataset_version(project_id, name, version_name)
+    except NotFoundError as exc:
+        raise InputError(f"input '{input_name}': {exc.message}",
+                         exc.hint or "list datasets with `cairn dataset ls`") from None
+    files = []
+    for entry in content.iter_tree(version.tree_digest):
+        if pattern is not None and not glob_match(pattern, entry.path):
+            continue
+        # A whole version keeps its folders; a glob follows `keep-directories`.
+        placed = entry.path if pattern is None else _placed(entry.path, keep, pattern)
+        files.append(InputFile(input_name, placed, f"{version.uri}/{entry.path}",
+                               entry.digest, entry.size))
+    if not files:
+        raise InputError(f"input '{input_name}': nothing in {version.uri} matches '{pattern}'",
+                         f"see its files with `cairn dataset show {name}/{version.version}`")
+    return files
 
 
 def _ingest_path(input_name: str, uri: str, content: ContentStore, base_dir: Path) -> list[InputFile]:

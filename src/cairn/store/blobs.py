@@ -80,6 +80,22 @@ class BlobStore(abc.ABC):
     def iter_digests(self) -> Iterator[Digest]:
         """Every stored digest (for verification and garbage collection)."""
 
+    def iter_blobs(self) -> Iterator[tuple[Digest, int, float]]:
+        """Every stored blob as (digest, size, modification time in epoch seconds)."""
+        for digest in self.iter_digests():
+            path = self.local_path(digest)
+            if path is None:
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            yield digest, st.st_size, st.st_mtime
+
+    @abc.abstractmethod
+    def delete(self, digest: Digest) -> None:
+        """Remove a blob (garbage collection only); a missing blob is not an error."""
+
     def size(self, digest: Digest) -> int:
         """The blob's size in bytes; ``NotFoundError`` if absent."""
         with self.open(digest) as fh:
@@ -214,6 +230,12 @@ class LocalBlobStore(BlobStore):
     def fetch(self, digest: Digest, dest: Path) -> None:
         with self.open(digest) as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
+
+    def delete(self, digest: Digest) -> None:
+        try:
+            self._path(digest).unlink()
+        except FileNotFoundError:
+            pass
 
     def iter_digests(self) -> Iterator[Digest]:
         if not self._objects.exists():

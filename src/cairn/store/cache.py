@@ -123,6 +123,14 @@ class CachedBlobStore(BlobStore):
         """The remote's digests: it is the store of record."""
         return self.remote.iter_digests()
 
+    def iter_blobs(self) -> Iterator[tuple[Digest, int, float]]:
+        return self.remote.iter_blobs()
+
+    def delete(self, digest: Digest) -> None:
+        """Remove from the remote (the store of record) and from this machine's cache."""
+        self.remote.delete(digest)
+        self.cache.delete(digest)
+
     def staging_dir(self) -> Path | None:
         return self.cache.staging_dir()
 

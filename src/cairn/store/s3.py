@@ -327,6 +327,24 @@ class S3BlobStore(BlobStore):
             found = pool.map(self.has, wanted)
             return {d for d, ok in zip(wanted, found, strict=True) if ok}
 
+    def delete(self, digest: Digest) -> None:
+        self._check_bucket()
+        with self._translate(digest):
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(digest))
+
+    def iter_blobs(self) -> Iterator[tuple[Digest, int, float]]:
+        self._check_bucket()
+        with self._translate():
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._objects
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    rest = item["Key"][len(self._objects) :]
+                    if _DIGEST_RE.match(rest):
+                        yield (rest.replace("/", "", 1), int(item["Size"]),
+                               item["LastModified"].timestamp())
+
     def iter_digests(self) -> Iterator[Digest]:
         self._check_bucket()
         with self._translate():

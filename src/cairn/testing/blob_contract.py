@@ -113,6 +113,21 @@ class BlobStoreContract:
         assert set(store.iter_digests()) == set(blobs)
         assert store.has_many([*blobs, absent]) == set(blobs)
 
+    def test_iter_blobs_gives_sizes_and_times_and_delete_removes(self, store: BlobStore) -> None:
+        import time
+
+        before = time.time() - 5
+        keep, drop = hash_bytes(b"keep me"), hash_bytes(b"drop")
+        store.put_bytes(keep, b"keep me")
+        store.put_bytes(drop, b"drop")
+        listed = {d: (size, when) for d, size, when in store.iter_blobs()}
+        assert listed[keep][0] == 7 and listed[drop][0] == 4
+        assert all(before <= when <= time.time() + 5 for _, when in listed.values())
+        store.delete(drop)
+        store.delete(drop)  # a missing blob is not an error
+        assert not store.has(drop) and store.has(keep)
+        assert set(store.iter_digests()) == {keep}
+
     def test_an_empty_blob(self, store: BlobStore, tmp_path: Path) -> None:
         digest = hash_bytes(b"")
         store.put_bytes(digest, b"")

@@ -1,0 +1,62 @@
+"""Dataset versions from folders: ``cairn dataset add``.
+
+Versions made by steps come from their output metadata: see
+:mod:`cairn.runtime.output_metadata`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cairn.entities import DatasetVersion
+
+if TYPE_CHECKING:
+    from cairn.orchestration.context import Context
+    from cairn.store.base import MetadataStore
+
+Progress = Callable[[int, int | None, int, int | None], None]
+
+def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = None,
+               progress: Progress | None = None) -> DatasetVersion:
+    """Version a folder as ``dataset://name/version`` (next vN when not named)."""
+    from cairn.store.folders import version_folder
+    from cairn.store.hashcache import HashCache
+
+    store = ctx.store
+    _check_name_early(store, ctx.project_id, name, version)
+    version = version or store.next_version_name(ctx.project_id, name)
+    with HashCache(ctx.settings.data_dir / "cache" / "hashes.db") as cache:
+        info = version_folder(folder, ctx.content, progress=progress, hash_cache=cache)
+    latest = _latest(store, ctx.project_id, name)
+    return store.create_dataset_version(
+        ctx.project_id, name, version, tree_digest=info.tree_digest,
+        file_count=info.file_count, size=info.size, source="upload",
+        from_version=latest.version if latest else None,
+        metadata={"folder": str(folder.resolve())},
+    )
+
+
+def _check_name_early(store: MetadataStore, project_id: str, name: str,
+                      version: str | None) -> None:
+    """Refuse an existing version before spending time hashing a big folder."""
+    if version is None:
+        return
+    from cairn.errors import ConflictError, NotFoundError
+
+    try:
+        store.get_dataset_version(project_id, name, version)
+    except NotFoundError:
+        return
+    raise ConflictError(f"dataset version {name}/{version} already exists",
+                        "versions are immutable: pick a new version name")
+
+
+def _latest(store: MetadataStore, project_id: str, name: str) -> DatasetVersion | None:
+    from cairn.errors import NotFoundError
+
+    try:
+        return store.get_dataset_version(project_id, name, "latest")
+    except NotFoundError:
+        return None

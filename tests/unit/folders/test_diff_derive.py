@@ -1,0 +1,68 @@
+"""Comparing trees and deriving a version from a previous one plus changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cairn.entities import FileEntry
+from cairn.errors import InputError, NotFoundError
+from cairn.store import ContentStore
+from cairn.store.folders import checkout, derive_tree, diff_trees, version_folder
+
+from .conftest import read_folder
+
+
+def test_diff(content: ContentStore, make_files: Callable[[dict], Path]) -> None:
+    a = version_folder(make_files({"same": b"s", "gone": b"g", "changed": b"1",
+                                   "mode": b"m", "d/keep": b"k"}), content)
+    b = version_folder(make_files({"same": b"s", "new": b"n", "changed": b"2",
+                                   "mode": (b"m", True), "d/keep": b"k", "d/e/new": b"x"}),
+                       content)
+    diff = diff_trees(a.tree_digest, b.tree_digest, content)
+    assert [e.path for e in diff.added] == ["d/e/new", "new"]
+    assert [e.path for e in diff.removed] == ["gone"]
+    assert [m.path for m in diff.modified] == ["changed", "mode"]
+    changed = diff.modified[0]
+    assert changed.old.digest != changed.new.digest
+    assert diff.unchanged_count == 2
+    back = diff_trees(b.tree_digest, a.tree_digest, content)
+    assert [e.path for e in back.removed] == ["d/e/new", "new"]
+    assert diff_trees(a.tree_digest, a.tree_digest, content).unchanged_count == 5
+
+
+def test_derive_adds_replaces_and_excludes(content: ContentStore,
+                                           make_files: Callable[[dict], Path],
+                                           tmp_path: Path) -> None:
+    base = version_folder(make_files({"keep": b"k", "replace": b"old", "drop": b"d",
+                                      "logs/1": b"1", "logs/2": b"2", "logs-x": b"x"}), content)
+    new = content.put_bytes(b"new")
+    extra = content.put_bytes(b"extra")
+    tree = derive_tree(base.tree_digest, content,
+                       add={"replace": FileEntry("replace", new, 3),
+                            "sub/extra": FileEntry("ignored-name", extra, 5)},
+                       exclude={"drop", "logs"})
+    was = {e.path: e.digest for e in content.iter_tree(base.tree_digest)}
+    assert [(e.path, e.digest) for e in content.iter_tree(tree)] == [
+        ("keep", was["keep"]), ("logs-x", was["logs-x"]), ("replace", new),
+        ("sub/extra", extra),
+    ]
+    checkout(tree, tmp_path / "out", content)
+    assert read_folder(tmp_path / "out")["replace"] == (b"new", False)
+    assert derive_tree(base.tree_digest, content) == base.tree_digest  # nothing changed
+    only_new = derive_tree(None, content, add=[FileEntry("a", new, 3)])
+    assert [e.path for e in content.iter_tree(only_new)] == ["a"]
+
+
+def test_derive_refuses_missing_blobs_and_clashes(content: ContentStore,
+                                                  make_files: Callable[[dict], Path]) -> None:
+    base = version_folder(make_files({"a": b"file named a"}), content)
+    with pytest.raises(NotFoundError, match="not in the store"):
+        derive_tree(base.tree_digest, content, add={"b": FileEntry("b", "0" * 64, 1)})
+    d = content.put_bytes(b"x")
+    with pytest.raises(InputError, match="file and as a folder"):
+        derive_tree(base.tree_digest, content, add={"a/inside": FileEntry("a/inside", d, 1)})
+    with pytest.raises(InputError, match="'..' segment"):
+        derive_tree(base.tree_digest, content, add={"../up": FileEntry("../up", d, 1)})
