@@ -55,3 +55,7 @@ def postgres_url():  # noqa: ANN201
         yield server.url
     finally:
         server.stop()
+
+
+# A real S3-protocol server (moto) on loopback, shared by the blob and data tests.
+from cairn.testing.s3server import s3_bucket_url, s3_env, s3_server  # noqa: E402,F401

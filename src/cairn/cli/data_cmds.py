@@ -236,10 +236,14 @@ def data_pull(uris: tuple[str, ...], from_url: str, workers: int) -> None:
     from cairn.store.transfer import pull
 
     ctx = _ctx()
+    source = open_blob_store(from_url)
+    # Tree manifests first: the files they list may be missing here along with them.
+    trees = [ctx.store.get_dataset_version(ctx.project_id, *_split(u)).tree_digest
+             for u in uris if u.startswith("dataset://")]
+    pull(trees, source, ctx.content.blobs, workers=workers)
     digests, total = _digests_of(ctx, uris)
     with ProgressBar(f"pull ← {from_url}") as bar:
-        result = pull(digests, open_blob_store(from_url), ctx.content.blobs, workers=workers,
-                      progress=bar)
+        result = pull(digests, source, ctx.content.blobs, workers=workers, progress=bar)
         bar.close()
     click.echo(_transfer_summary(result, len(digests)), err=True)
 
