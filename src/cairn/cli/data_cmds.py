@@ -62,7 +62,7 @@ def data() -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table")
 def data_ls(execution_ref: str | None, name_glob: str | None, tag: str | None,
             min_size: int | None, max_size: int | None, limit: int, fmt: str) -> None:
-    """List datums, newest executions' first, filtered."""
+    """List datums (by name), filtered by execution, name, tag or size."""
     ctx = _ctx()
     execution_id = None
     counters: dict[str, int] = {}
