@@ -87,6 +87,53 @@ def peer_version(package: str) -> str:
     return proc.stdout.strip() or "?"
 
 
+
+# DVC gets a virtualenv of its own: its dependency tree (dvc-data, scmrepo, pygit2, ...)
+# is large and must not disturb the MLflow one.
+DVC_VENV = ROOT / ".bench-dvc-venv"
+DVC_VERSION = "3.67.1"
+DVC_BIN = DVC_VENV / "bin" / "dvc"
+_DVC_STAMP = DVC_VENV / ".dvc-installed"
+
+
+def ensure_dvc(verbose: bool = True) -> Path:
+    """Create ``.bench-dvc-venv`` with the pinned DVC if needed; return its ``dvc`` script."""
+    python = DVC_VENV / "bin" / "python"
+    if not python.exists():
+        base = shutil.which("python3") or sys.executable
+        if verbose:
+            print(f"[peers] creating {DVC_VENV.relative_to(ROOT)} with {base} -m venv",
+                  file=sys.stderr)
+        subprocess.run([base, "-m", "venv", str(DVC_VENV)], check=True)
+        # Keep the venv out of git without needing a line in the repository's .gitignore.
+        (DVC_VENV / ".gitignore").write_text("*\n")
+    if not _DVC_STAMP.exists() or _DVC_STAMP.read_text() != DVC_VERSION:
+        if verbose:
+            print(f"[peers] pip install dvc=={DVC_VERSION} into {DVC_VENV.relative_to(ROOT)} "
+                  "(first run only; takes a minute or two)", file=sys.stderr)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             f"dvc=={DVC_VERSION}"],
+            check=True,
+        )
+        subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0",
+                        str(DVC_VENV / "lib")],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        _DVC_STAMP.write_text(DVC_VERSION)
+    return DVC_BIN
+
+
+def dvc_env() -> dict[str, str]:
+    """Environment for ``dvc`` subprocesses: its venv first on PATH, no analytics or updater."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = f"{DVC_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["DVC_NO_UPDATER"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    env["GIT_PYTHON_REFRESH"] = "quiet"
+    return env
+
+
 if __name__ == "__main__":
     ensure_peers()
     print(f"mlflow {peer_version('mlflow')} in {VENV}")

@@ -195,6 +195,23 @@ class TreeWriter:
         if len(pending) >= 4096:
             self._flush()
 
+    def add_walked(self, path: str, digest: Digest, size: int, executable: bool) -> None:
+        """Like :meth:`add` for paths from a sorted walk of a real folder.
+
+        Names read from a directory are always valid segments and a folder cannot hold a
+        file and a folder of the same name, so only the order is checked.
+        """
+        if self._order.last is not None and path <= self._order.last:
+            raise InputError(f"cannot store {path!r} in a tree: it is out of order or "
+                             "listed twice")
+        self._order.last = path
+        pending = self._pending
+        pending.append(f"{digest} {size} {'x' if executable else '-'} {_escape(path)}\n")
+        self.file_count += 1
+        self.size += size
+        if len(pending) >= 4096:
+            self._flush()
+
     def add_entries(self, entries: Iterable[FileEntry]) -> None:
         for e in entries:
             self.add(e.path, e.digest, e.size, e.executable)

@@ -217,6 +217,16 @@ def _syncfs(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages out (without waiting)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
 def _hash_path(path: str) -> Digest:
     hasher = blake3(max_threads=blake3.AUTO)
     hasher.update_mmap(path)
@@ -364,15 +374,19 @@ class _LocalStager(_Stager):
         try:
             dst = os.open(tmp, _O_NEW, 0o444)
             try:
-                if self.reflink is not False and _reflink(src, dst):
+                cloned = self.reflink is not False and _reflink(src, dst)
+                if cloned:
                     self.reflink = True
                     size = os.fstat(dst).st_size
                 else:
                     self.reflink = False
                     size = _copy_fd(src, dst)
+                digest = _hash_path(tmp)  # the copy, which nobody else can change
+                if not cloned:
+                    # Start writing the copy out now, so the batch's sync waits less.
+                    _start_writeback(dst)
             finally:
                 os.close(dst)
-            digest = _hash_path(tmp)  # the copy, which nobody else can change
         except BaseException:
             _unlink(tmp)
             raise
@@ -531,42 +545,39 @@ def _walk(root: str, skipped: list[tuple[str, str]],
             stack.pop()
 
 
-# A worker's answer for one file: (rel, digest, size, executable, stat key or None,
-# staged temp path or None, cache hit, skip reason or None).
-_Result = tuple[str, Digest, int, bool, "StatKey | None", "str | None", bool, "str | None"]
+# One file of the new tree: (rel, digest, size, executable, stat key to cache (or the
+# hash cache's own line for an unchanged file), staged temp path or None). A file to
+# hash is (rel, path, stat key, executable).
+_Result = tuple[str, Digest, int, bool, "StatKey | str", "str | None"]
+_ToHash = tuple[str, str, StatKey, bool]
 
 
-def _ingest(batch: list[tuple[str, str, tuple[StatKey, Digest] | None]],
-            stager: _Stager) -> list[_Result]:
+def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager) -> list[_Result]:
+    """A worker's task: read, hash and stage the files to hash; pass the others through."""
     out: list[_Result] = []
     append = out.append
-    for rel, path, cached in batch:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            append((rel, "", 0, False, None, None, False, "vanished while versioning"))
+    for item in batch:
+        if len(item) == 6:
+            append(item)  # type: ignore[arg-type]
             continue
-        except OSError as exc:
-            raise _read_error(path, exc) from exc
-        mode = st.st_mode
-        if not stat.S_ISREG(mode):
-            append((rel, "", 0, False, None, None, False, "not a regular file"))
-            continue
-        size = st.st_size
-        key = (size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        executable = bool(mode & stat.S_IXUSR)
-        if cached is not None and cached[0] == key and stager.has(cached[1]):
-            append((rel, cached[1], size, executable, key, None, True, None))
-            continue
-        if size <= SMALL_FILE:
-            data = _read_small(path, size)
+        rel, path, key, executable = item  # type: ignore[misc]
+        if key[0] <= SMALL_FILE:
+            data = _read_small(path, key[0])
             digest = blake3(data).hexdigest()
             tmp = stager.stage_bytes(digest, data)
-            size = len(data)
+            append((rel, digest, len(data), executable, key, tmp))
         else:
             digest, size, tmp = stager.stage_file(path)
-        append((rel, digest, size, executable, key, tmp, False, None))
+            append((rel, digest, size, executable, key, tmp))
     return out
+
+
+def _ready(item: Future[list[_Result]] | list[_Result]) -> bool:
+    return not isinstance(item, Future) or item.done()
+
+
+def _result(item: Future[list[_Result]] | list[_Result]) -> list[_Result]:
+    return item.result() if isinstance(item, Future) else item
 
 
 def version_folder(
@@ -606,42 +617,65 @@ def version_folder(
     try:
         scan = hash_cache.scan(root, started) if hash_cache is not None else None
         tree = content.tree_writer()
-        in_flight: deque[Future[list[_Result]]] = deque()
+        in_flight: deque[Future[list[_Result]] | list[_Result]] = deque()
         limit = 4 * (workers or _default_workers())
 
         def drain(results: list[_Result]) -> None:
             nonlocal files, done
-            for rel, digest, size, executable, key, tmp, hit, why in results:
-                if why is not None:
-                    skipped.append((rel, why))
-                    if scan is not None:
-                        scan.forget(rel)
-                    continue
-                tree.add(rel, digest, size, executable)
-                files += 1
+            add = tree.add_walked
+            for rel, digest, size, executable, key, tmp in results:
+                add(rel, digest, size, executable)
                 done += size
                 if tmp is not None:
                     stager.ready(tmp, digest, size)
-                if scan is not None and not hit:
-                    if key is not None and scan.cacheable(key[1], key[3]):
+                if scan is not None:
+                    if type(key) is str:  # an unchanged file: its cache line as it was
+                        scan.keep(key)
+                    elif scan.cacheable(key[1], key[3]):
                         scan.record(rel, key, digest)
-                    else:
-                        scan.forget(rel)
+            files += len(results)
             throttle(files, None, done, None)
 
-        batch: list[tuple[str, str, tuple[StatKey, Digest] | None]] = []
+        # The walking thread stats each file and answers unchanged ones from the hash
+        # cache itself; only files to read go to the workers. (Threads that make many
+        # tiny system calls at once slow each other down on the GIL, so an unchanged
+        # folder is best walked by one thread alone.)
+        batch: list[_Result | _ToHash] = []
+        to_hash = 0
         lookup = scan.lookup if scan is not None else None
+        has = stager.has
+        lstat, S_ISREG = os.lstat, stat.S_ISREG
         for rel, path in _walk(root, skipped, skip):
-            batch.append((rel, path, lookup(rel) if lookup is not None else None))
+            try:
+                st = lstat(path)
+            except FileNotFoundError:
+                skipped.append((rel, "vanished while versioning"))
+                continue
+            except OSError as exc:
+                raise _read_error(path, exc) from exc
+            mode = st.st_mode
+            if not S_ISREG(mode):
+                skipped.append((rel, "not a regular file"))
+                continue
+            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            executable = bool(mode & 0o100)
+            cached = lookup(rel) if lookup is not None else None
+            if cached is not None and cached[1] == key and has(cached[2]):
+                batch.append((rel, cached[2], key[0], executable, cached[3], None))
+            else:
+                batch.append((rel, path, key, executable))
+                to_hash += 1
             if len(batch) >= _BATCH:
-                in_flight.append(pool.submit(_ingest, batch, stager))
-                batch = []
-                while len(in_flight) > limit or (in_flight and in_flight[0].done()):
-                    drain(in_flight.popleft().result())
+                in_flight.append(pool.submit(_hash_and_stage, batch, stager) if to_hash
+                                 else batch)
+                batch, to_hash = [], 0
+                while len(in_flight) > limit or (in_flight and _ready(in_flight[0])):
+                    drain(_result(in_flight.popleft()))
         if batch:
-            in_flight.append(pool.submit(_ingest, batch, stager))
+            in_flight.append(pool.submit(_hash_and_stage, batch, stager) if to_hash
+                             else batch)
         while in_flight:
-            drain(in_flight.popleft().result())
+            drain(_result(in_flight.popleft()))
         pool.shutdown(wait=True)
         stager.finish()
         digest = tree.commit()  # last: a tree is only ever stored after all its blobs

@@ -1,27 +1,35 @@
 """A cache of file digests so re-versioning an unchanged folder costs about a stat walk.
 
-A row maps ``(folder, relative path)`` to the file's ``(size, mtime_ns, inode,
-ctime_ns)`` when it was hashed and the digest it had. A file whose stat still matches is
-taken as unchanged: editing it changes its mtime/ctime, replacing it changes its inode
-and ctime (and a process cannot set ctime back).
+A record maps a file of a versioned folder to its ``(size, mtime_ns, inode, ctime_ns)``
+when it was hashed and the digest it had then. A file whose stat still matches is taken
+as unchanged: editing it changes its mtime and ctime, replacing it changes its inode and
+ctime, and no process can set a ctime back.
 
-*Racy* files are never cached: one whose mtime or ctime is within ``racy_window_ns``
-(2 s) of the start of the walk could still change within the same timestamp tick
-without its stat changing (the problem git calls "racily clean"); such files are hashed
-again next time, and cached once they are old enough.
+*Racy* files are never cached: a file whose mtime or ctime lies within
+``racy_window_ns`` (2 s) of the start of the walk could still change within the same
+timestamp tick without its stat changing (what git calls "racily clean"). Such files are
+hashed again next time, and cached once they are old enough.
 
-The cache is one SQLite file (WAL mode; several processes may share it). A walk reads
-the folder's rows in path order with one query and merges them with its own sorted walk,
-so a lookup costs no query and memory stays flat for millions of files; only rows that
-changed are written, in short transactions of a few thousand rows.
+Layout: the cache is a folder with one compact text file per versioned folder (named
+by the BLAKE3 of its real path), its records sorted by relative path::
+
+    cairn-hashcache 1 /abs/path/of/the/folder
+    <size> <mtime_ns> <inode> <ctime_ns> <digest> <path, escaped like tree manifests>
+
+A walk yields paths in the same order, so lookups are a merge of two sorted streams:
+no query per file and flat memory for millions of files. Each walk writes a new file
+with the records of what it saw and renames it into place when the version is stored;
+two walks of the same folder at once each leave a consistent file (the last one wins).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from cairn.entities import Digest
 from cairn.errors import StoreNotWritableError
@@ -30,37 +38,41 @@ from cairn.errors import StoreNotWritableError
 StatKey = tuple[int, int, int, int]
 
 RACY_WINDOW_NS = 2_000_000_000
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    root TEXT NOT NULL,
-    rel TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (root, rel)
-) WITHOUT ROWID
-"""
-_WRITE_BATCH = 5000
+_MAGIC = "cairn-hashcache 1 "
 
 
-def _ino(value: int) -> int:
-    """Inode numbers are unsigned 64-bit; SQLite integers are signed."""
-    return value - (1 << 64) if value >= 1 << 63 else value
+def _escape(path: str) -> str:
+    if "\\" in path or "\n" in path:
+        return path.replace("\\", "\\\\").replace("\n", "\\n")
+    return path
+
+
+def _unescape(path: str) -> str:
+    if "\\" not in path:
+        return path
+    out, i = [], 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\" and i + 1 < len(path):
+            out.append("\n" if path[i + 1] == "n" else path[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 class HashCache:
     """Digests of files seen before, keyed by (path, size, mtime_ns, inode, ctime_ns).
 
-    Use as a context manager (or call :meth:`close`); pass it to
+    ``path`` is the cache's folder (created on first use). Use as a context manager or
+    call :meth:`close` (kept for symmetry: nothing stays open between walks); pass it to
     :func:`cairn.store.folders.version_folder`.
     """
 
     def __init__(self, path: Path | str, *, racy_window_ns: int = RACY_WINDOW_NS) -> None:
         self.path = Path(path)
         self.racy_window_ns = racy_window_ns
-        self._db: sqlite3.Connection | None = None
 
     def __enter__(self) -> HashCache:
         return self
@@ -69,78 +81,86 @@ class HashCache:
         self.close()
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        pass
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreNotWritableError(
-                f"cannot open the hash cache {self.path}: {exc}",
-                "check the folder's permissions, or delete the file (it is only a cache)",
-            ) from exc
-        return db
+    def file_for(self, root: Path | str) -> Path:
+        from blake3 import blake3
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = self._connect()
-        return self._db
+        return self.path / f"{blake3(str(root).encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.txt"
 
     def scan(self, root: Path | str, started_ns: int | None = None) -> CacheScan:
-        """A pass over folder ``root``: sorted lookups now, changed rows saved on commit."""
+        """A pass over folder ``root`` (a real path): lookups in path order, then commit."""
         started = time.time_ns() if started_ns is None else started_ns
-        return CacheScan(self._conn(), self._connect(), str(root),
-                         started - self.racy_window_ns)
+        return CacheScan(self, str(root), started - self.racy_window_ns)
 
     def get(self, root: Path | str, rel: str) -> tuple[StatKey, Digest] | None:
-        """One row, for inspection and tests."""
-        row = self._conn().execute(
-            "SELECT size, mtime_ns, ino, ctime_ns, digest FROM files WHERE root=? AND rel=?",
-            (str(root), rel)).fetchone()
-        return None if row is None else ((row[0], row[1], row[2], row[3]), row[4])
+        """One record, for inspection and tests."""
+        for path, key, digest, _line in _read(self.file_for(root), str(root)):
+            if path == rel:
+                return key, digest
+        return None
+
+
+def _read(file: Path, root: str) -> Iterator[tuple[str, StatKey, Digest, str]]:
+    try:
+        fh = open(file, "rb")
+    except OSError:
+        return
+    with fh:
+        head = fh.readline().decode("utf-8", "surrogateescape")
+        if head != f"{_MAGIC}{_escape(root)}\n":
+            return  # another format or (by a 128-bit chance) another folder: start afresh
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                return  # cut short: the rest is simply not cached
+            line = raw.decode("utf-8", "surrogateescape")
+            try:
+                size, mtime, ino, ctime, digest, path = line[:-1].split(" ", 5)
+                key = (int(size), int(mtime), int(ino), int(ctime))
+            except ValueError:
+                return  # a damaged tail: what is left is simply not cached
+            yield _unescape(path), key, digest, line
 
 
 class CacheScan:
-    """Merges the cached rows of one folder with a walk that asks in path order.
+    """Merges the cached records of one folder with a walk that asks in path order.
 
-    :meth:`lookup` must be called with strictly increasing paths; the rows it steps over
-    belong to files that are gone and are deleted on :meth:`commit`.
+    :meth:`lookup` must be called with strictly increasing paths; :meth:`record` (or
+    :meth:`keep`, for a record that still holds) is called for every file the new version
+    holds, in the same order, whose stat may be trusted next time; a path not recorded is
+    dropped. :meth:`commit` makes the new records the cache's.
     """
 
-    def __init__(self, reader: sqlite3.Connection, writer: sqlite3.Connection, root: str,
-                 racy_before_ns: int) -> None:
+    def __init__(self, cache: HashCache, root: str, racy_before_ns: int) -> None:
         self.root = root
         self.racy_before_ns = racy_before_ns
-        self._writer = writer
-        self._rows = self._read(reader, root)
+        self._file = cache.file_for(root)
+        self._rows = _read(self._file, root)
         self._head = next(self._rows, None)
-        self._upserts: list[tuple[object, ...]] = []
-        self._deletes: list[tuple[str, str]] = []
+        self._out: BinaryIO | None = None
+        self._tmp: str | None = None
+        self._lines: list[str] = []
+        try:
+            cache.path.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(dir=cache.path, prefix=".scan-")
+            self._out = os.fdopen(fd, "wb", buffering=1 << 20)
+            self._lines.append(f"{_MAGIC}{_escape(root)}\n")
+        except OSError as exc:
+            self._rows.close()
+            raise StoreNotWritableError(
+                f"cannot write the hash cache in {cache.path}: {exc.strerror or exc}",
+                "check the folder's permissions, or delete it (it is only a cache)",
+            ) from exc
 
-    @staticmethod
-    def _read(db: sqlite3.Connection, root: str) -> Iterator[tuple[str, StatKey, Digest]]:
-        cur = db.execute(
-            "SELECT rel, size, mtime_ns, ino, ctime_ns, digest FROM files WHERE root=? "
-            "ORDER BY rel", (root,))
-        for rel, size, mtime, ino, ctime, digest in cur:
-            yield rel, (size, mtime, ino, ctime), digest
-
-    def lookup(self, rel: str) -> tuple[StatKey, Digest] | None:
+    def lookup(self, rel: str) -> tuple[str, StatKey, Digest, str] | None:
+        """The cached ``(rel, key, digest, line)`` of ``rel``; ``line`` goes to :meth:`keep`."""
         head = self._head
         while head is not None and head[0] < rel:
-            self._delete(head[0])
             head = next(self._rows, None)
-        self._head = head
         if head is not None and head[0] == rel:
             self._head = next(self._rows, None)
-            return head[1], head[2]
+            return head
+        self._head = head
         return None
 
     def cacheable(self, mtime_ns: int, ctime_ns: int) -> bool:
@@ -148,60 +168,43 @@ class CacheScan:
         return mtime_ns < self.racy_before_ns and ctime_ns < self.racy_before_ns
 
     def record(self, rel: str, key: StatKey, digest: Digest) -> None:
-        """Remember ``rel``'s digest (call only for what changed since the lookup)."""
+        """Keep ``rel``'s record in the new cache (paths must come in increasing order)."""
         size, mtime, ino, ctime = key
-        self._upserts.append((self.root, rel, size, mtime, _ino(ino), ctime, digest))
-        if len(self._upserts) >= _WRITE_BATCH:
+        self._lines.append(f"{size} {mtime} {ino} {ctime} {digest} {_escape(rel)}\n")
+        if len(self._lines) >= 8192:
             self._flush()
 
-    def forget(self, rel: str) -> None:
-        """Drop ``rel``'s row (it was looked up but can no longer be trusted)."""
-        self._delete(rel)
-
-    def _delete(self, rel: str) -> None:
-        self._deletes.append((self.root, rel))
-        if len(self._deletes) >= _WRITE_BATCH:
+    def keep(self, line: str) -> None:
+        """Keep a record found by :meth:`lookup` that still holds (in path order too)."""
+        self._lines.append(line)
+        if len(self._lines) >= 8192:
             self._flush()
 
     def _flush(self) -> None:
-        # Each batch is its own short transaction: a row only says "a file with this stat
-        # had this digest", which holds whether or not the version is stored, and short
-        # transactions never make another process's walk wait for this one.
-        if not self._upserts and not self._deletes:
-            return
-        db = self._writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if self._deletes:
-                db.executemany("DELETE FROM files WHERE root=? AND rel=?", self._deletes)
-            if self._upserts:
-                db.executemany(
-                    "INSERT OR REPLACE INTO files"
-                    " (root, rel, size, mtime_ns, ino, ctime_ns, digest)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", self._upserts)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        self._deletes.clear()
-        self._upserts.clear()
+        if self._out is not None and self._lines:
+            self._out.write("".join(self._lines).encode("utf-8", "surrogateescape"))
+            self._lines.clear()
 
     def commit(self) -> None:
-        """Save what is left: rows never looked up belong to files that are gone."""
+        """Replace the folder's cache file with what this walk recorded."""
         try:
-            while self._head is not None:
-                self._delete(self._head[0])
-                self._head = next(self._rows, None)
             self._flush()
+            if self._out is not None:
+                self._out.close()
+                os.replace(self._tmp, self._file)  # type: ignore[arg-type]
+                self._tmp = None
         finally:
-            self._close()
+            self.abort()
 
     def abort(self) -> None:
-        """Stop without saving what is still pending (what was saved stays true)."""
-        self._upserts.clear()
-        self._deletes.clear()
-        self._close()
-
-    def _close(self) -> None:
+        """Drop what this walk recorded; the previous cache file stays as it was."""
         self._rows.close()
-        self._writer.close()
+        self._lines.clear()
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None

@@ -1,0 +1,290 @@
+"""Dataset versioning side by side with DVC: add, checkout, re-add, big files, memory.
+
+Same data, same filesystem, temp folders. DVC (pinned in ``bench/_peers.py``) lives in
+its own virtualenv, ``.bench-dvc-venv``, created on first use; each DVC run gets a fresh
+``dvc init --no-scm`` repository with its own copy of the data (copied outside the
+timing) and DVC's default cache type (reflink, else copy). cairn runs the same work
+through :mod:`cairn.store.folders` in a fresh process per operation, so both sides are
+timed end to end, process start to exit.
+
+Every operation runs twice and the second (warm page cache) figure is reported.
+
+    .venv/bin/python bench/bench_datasets.py               # (a)–(d), DVC included
+    .venv/bin/python bench/bench_datasets.py --million     # plus (e): 1,000,000 tiny files
+    .venv/bin/python bench/bench_datasets.py --no-peers    # cairn only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+ROOT = C.ROOT
+
+
+# -- the cairn side, run as `bench_datasets.py --op ...` in a fresh process -------------
+def _op(argv: list[str]) -> int:
+    """One cairn operation; prints one JSON line (seconds in-process, peak RSS, facts)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--op", choices=["add", "checkout"], required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--src")
+    p.add_argument("--dest")
+    p.add_argument("--tree")
+    p.add_argument("--hash-cache")
+    p.add_argument("--writable", action="store_true")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    from cairn.store import ContentStore, open_blob_store
+    from cairn.store.folders import checkout, version_folder
+    from cairn.store.hashcache import HashCache
+
+    content = ContentStore(open_blob_store(a.store))
+    result: dict[str, object] = {}
+    if a.op == "add":
+        if a.hash_cache:
+            with HashCache(a.hash_cache) as cache:
+                info = version_folder(a.src, content, hash_cache=cache)
+        else:
+            info = version_folder(a.src, content)
+        result.update(tree=info.tree_digest, files=info.file_count, bytes=info.size)
+    else:
+        co = checkout(a.tree, a.dest, content, writable=a.writable)
+        result.update(files=co.files, bytes=co.bytes, method=co.method)
+    result["seconds"] = time.perf_counter() - t0
+    result["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def cairn(*args: str) -> tuple[float, dict]:
+    """Run one cairn operation in a new process: (wall seconds, its JSON result)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"cairn {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return wall, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- data ------------------------------------------------------------------------------------
+def make_small_files(root: Path, count: int, size: int, per_dir: int = 1000) -> None:
+    """``count`` random files of ``size`` bytes, ``per_dir`` to a folder (like image sets)."""
+    for i in range(count):
+        folder = root / f"class{i // per_dir:03d}"
+        if i % per_dir == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img{i:07d}.jpg").write_bytes(os.urandom(size))
+
+
+def make_big_files(root: Path, count: int, size: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    block = 64 << 20
+    for i in range(count):
+        with open(root / f"video{i}.bin", "wb") as fh:
+            left = size
+            while left:
+                n = min(block, left)
+                fh.write(os.urandom(n))
+                left -= n
+
+
+# -- the DVC side ----------------------------------------------------------------------------
+class Dvc:
+    def __init__(self) -> None:
+        import _peers
+
+        self.bin = str(_peers.ensure_dvc())
+        self.env = _peers.dvc_env()
+        self.version = subprocess.run([self.bin, "--version"], capture_output=True,
+                                      text=True, env=self.env).stdout.strip()
+
+    def run(self, repo: Path, *args: str) -> float:
+        return C.time_command([self.bin, *args, "-q"], cwd=repo, env=self.env)
+
+    def repo(self, parent: Path, name: str, data: Path) -> Path:
+        """A fresh ``dvc init --no-scm`` repository holding a copy of ``data`` as ``data``."""
+        repo = parent / name
+        repo.mkdir()
+        subprocess.run([self.bin, "init", "--no-scm", "-q"], cwd=repo, env=self.env,
+                       check=True)
+        subprocess.run(["cp", "-a", str(data), str(repo / "data")], check=True)
+        return repo
+
+
+def warm(times: list[float]) -> float:
+    """The figure reported: the second of two runs (page cache warm)."""
+    return times[-1]
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--op"] or "--op" in argv:
+        return _op(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=20_000)
+    p.add_argument("--file-size", type=int, default=10_000)
+    p.add_argument("--big-count", type=int, default=3)
+    p.add_argument("--big-size", type=int, default=500_000_000)
+    p.add_argument("--million", action="store_true",
+                   help="also version 1,000,000 tiny files and report peak memory "
+                        "(creating them takes a few minutes)")
+    p.add_argument("--million-count", type=int, default=1_000_000)
+    p.add_argument("--no-peers", action="store_true", help="skip DVC")
+    p.add_argument("--no-big", action="store_true", help="skip the big-file ingest")
+    p.add_argument("--tmp", help="folder for the temp data (default: the system's)")
+    p.add_argument("--keep", action="store_true", help="keep the temp folder")
+    args = p.parse_args(argv)
+
+    C.compile_trees()
+    dvc = None if args.no_peers else Dvc()
+    work = Path(tempfile.mkdtemp(prefix="cairn-bench-datasets-", dir=args.tmp))
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    try:
+        src = work / "images"
+        print(f"[bench] writing {args.files:,} × {args.file_size:,} B files in {work}",
+              file=sys.stderr)
+        make_small_files(src, args.files, args.file_size)
+        small_label = f"{args.files:,} × {args.file_size / 1000:g} KB"
+
+        # (a) add into a fresh store / fresh DVC repository. Nothing is deleted between
+        # timed runs: ext4 makes new files slow for a minute after mass deletions.
+        dvc_add: list[float] = []
+        repos: list[Path] = []
+        if dvc:
+            for i in range(2):
+                repo = dvc.repo(work, f"dvc-add-{i}", src)
+                repos.append(repo)
+                dvc_add.append(dvc.run(repo, "add", "data"))
+        cairn_add = []
+        tree = ""
+        for i in range(2):
+            wall, res = cairn("--op", "add", "--store", str(work / f"store-{i}"),
+                              "--src", str(src))
+            cairn_add.append(wall)
+            tree = str(res["tree"])
+        store = work / "store-1"
+        rows.append(_row(f"add {small_label} (fresh store)", dvc_add, cairn_add))
+
+        # (b) checkout into a fresh folder.
+        dvc_co: list[float] = []
+        if dvc:
+            repo = repos[-1]
+            for i in range(2):
+                os.rename(repo / "data", repo / f"data-moved-{i}")  # outside the timing
+                dvc_co.append(dvc.run(repo, "checkout"))
+        co_ro, co_rw = [], []
+        method = {}
+        for i in range(2):
+            wall, method = cairn("--op", "checkout", "--store", str(store), "--tree", tree,
+                                 "--dest", str(work / f"co-ro-{i}"))
+            co_ro.append(wall)
+        rows.append(_row(f"checkout {small_label}, cairn read-only ({method['method']})",
+                         dvc_co, co_ro))
+        for i in range(2):
+            wall, method = cairn("--op", "checkout", "--store", str(store), "--tree", tree,
+                                 "--dest", str(work / f"co-rw-{i}"), "--writable")
+            co_rw.append(wall)
+        rows.append(_row(f"checkout {small_label}, cairn writable ({method['method']})",
+                         dvc_co, co_rw))
+
+        # (c) re-add, nothing changed.
+        dvc_re: list[float] = []
+        if dvc:
+            for _ in range(2):
+                dvc_re.append(dvc.run(repos[-1], "add", "data"))
+        cache = work / "hashes.db"
+        cairn("--op", "add", "--store", str(store), "--src", str(src), "--hash-cache",
+              str(cache))  # fills the hash cache
+        cairn_re = []
+        for _ in range(2):
+            cairn_re.append(cairn("--op", "add", "--store", str(store), "--src", str(src),
+                                  "--hash-cache", str(cache))[0])
+        rows.append(_row(f"re-add {small_label} unchanged", dvc_re, cairn_re))
+
+        # (d) a few big files, against a plain read of the same files.
+        if not args.no_big:
+            big = work / "videos"
+            gb = args.big_count * args.big_size / 1e9
+            print(f"[bench] writing {args.big_count} × {args.big_size / 1e6:g} MB files",
+                  file=sys.stderr)
+            make_big_files(big, args.big_count, args.big_size)
+            reads = [C.time_command(["sh", "-c", f"cat {big}/* > /dev/null"])
+                     for _ in range(2)]
+            dvc_big: list[float] = []
+            if dvc:
+                for i in range(2):
+                    repo = dvc.repo(work, f"dvc-big-{i}", big)
+                    dvc_big.append(dvc.run(repo, "add", "data"))
+            cairn_big = [cairn("--op", "add", "--store", str(work / f"store-big-{i}"),
+                               "--src", str(big))[0] for i in range(2)]
+            label = f"add {args.big_count} × {args.big_size / 1e6:g} MB"
+            rows.append(_row(label, dvc_big, cairn_big))
+            rows.append([f"  {label}: throughput", _rate(gb, dvc_big), _rate(gb, cairn_big),
+                         ""])
+            r = warm(cairn_big) / warm(reads)
+            rows.append([f"  plain read (cat > /dev/null): {C.fmt_seconds(warm(reads))}, "
+                         f"{gb / warm(reads):.2f} GB/s", "", f"{r:.1f}× the read", ""])
+
+        # (e) memory while versioning a million tiny files.
+        if args.million:
+            many = work / "million"
+            n = args.million_count
+            print(f"[bench] writing {n:,} tiny files (takes a while)", file=sys.stderr)
+            t0 = time.perf_counter()
+            make_small_files(many, n, 64, per_dir=1000)
+            print(f"[bench] … written in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+            wall, res = cairn("--op", "add", "--store", str(work / "store-million"),
+                              "--src", str(many))
+            rows.append([f"version {n:,} × 64 B files: time", "—", C.fmt_seconds(wall), ""])
+            rows.append([f"version {n:,} × 64 B files: peak RSS", "—",
+                         f"{int(res['maxrss_kb']) / 1024:.0f} MiB", ""])
+    finally:
+        if args.keep:
+            print(f"[bench] kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    notes.append(C.machine_line())
+    notes.append(f"filesystem: {_fs_type(work.parent)}; "
+                 f"{'DVC ' + dvc.version if dvc else 'DVC not run (--no-peers)'}, "
+                 "default cache type (reflink, else copy)")
+    notes.append("each figure is the second of two runs (warm page cache), process start "
+                 "to exit for both tools; ratio = DVC time / cairn time")
+    notes.append("cairn stores copies (reflink where the filesystem can) and syncs blobs "
+                 "before naming them; read-only checkouts are hardlinks, DVC's are copies")
+    C.print_table("dataset versioning: DVC vs cairn", rows, notes,
+                  headers=("work", "DVC", "cairn", "ratio"))
+    return 0
+
+
+def _row(label: str, dvc: list[float], cairn: list[float]) -> list[str]:
+    d = warm(dvc) if dvc else None
+    c = warm(cairn)
+    return [label, C.fmt_seconds(d), C.fmt_seconds(c), C.ratio(1 / c, 1 / d if d else None)]
+
+
+def _rate(gb: float, times: list[float]) -> str:
+    return f"{gb / warm(times):.2f} GB/s" if times else "—"
+
+
+def _fs_type(path: Path) -> str:
+    proc = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True,
+                          text=True)
+    return proc.stdout.strip() or "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
