@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cairn.entities import Digest, FileEntry
-from cairn.errors import CorruptBlobError, InputError
+from cairn.errors import CorruptBlobError, InputError, StoreNotWritableError
 from cairn.store.blobs import BlobStore, LocalBlobStore
 
 _CHUNK = 1 << 20
@@ -163,8 +163,13 @@ class TreeWriter:
 
     def __init__(self, blobs: BlobStore) -> None:
         self._blobs = blobs
-        spool = _spool_dir(blobs)
-        fd, name = tempfile.mkstemp(dir=spool, prefix=".tree-")
+        try:
+            fd, name = tempfile.mkstemp(dir=_spool_dir(blobs), prefix=".tree-")
+        except OSError as exc:
+            raise StoreNotWritableError(
+                f"cannot write the blob store at {blobs.url}: {exc.strerror or exc}",
+                "check the folder's permissions, or set CAIRN_DATA_DIR to a writable folder",
+            ) from exc
         self._path = Path(name)
         self._fh: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
         self._fh.write(b"\0" * _HEADER_LEN)  # filled in by commit()
@@ -230,9 +235,7 @@ class TreeWriter:
         self._fh.write(b"%s%020d %020d\n" % (TREE_MAGIC, self.file_count, self.size))
         self._fh.flush()
         self._fh.close()
-        hasher = blake3(max_threads=blake3.AUTO)
-        hasher.update_mmap(str(self._path))
-        digest = hasher.hexdigest()
+        digest = _hash_stream(self._path)
         self._blobs.put_path(digest, self._path, move=True)
         self._path.unlink(missing_ok=True)  # a copying backend leaves it behind
         self._done = True
@@ -358,9 +361,7 @@ class ContentStore:
 
         local = self.blobs.local_path(digest)
         if local is not None:
-            hasher = blake3(max_threads=blake3.AUTO)
-            hasher.update_mmap(str(local))
-            return hasher.hexdigest() == digest
+            return _hash_stream(local) == digest
         hasher = blake3()
         with self.blobs.open(digest) as fh:
             while chunk := fh.read(_CHUNK):
@@ -403,6 +404,19 @@ class ContentStore:
             )
         os.chmod(dest, 0o755 if executable else 0o644)
         return "copy"
+
+
+def _hash_stream(path: Path) -> Digest:
+    """BLAKE3 of a file read in chunks (not mapped: a big manifest must not swell RSS)."""
+    from blake3 import blake3
+
+    hasher = blake3()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            hasher.update(view[:n])
+    return hasher.hexdigest()
 
 
 def _parse_header(digest: Digest, head: bytes) -> tuple[int, int]:

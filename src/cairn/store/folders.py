@@ -36,10 +36,10 @@ Checking out (:func:`checkout`)
     way is refused, so nothing is ever written outside the destination.
 
 Globs (``checkout(glob=...)``)
-    Matched against the whole relative path: ``*``, ``?`` and ``[abc]`` stay within one
-    folder; ``**`` as a whole segment matches any number of folders (``train/**/*.png``,
-    ``**/labels.csv``). A pattern that matches a folder selects everything below it
-    (``train`` is ``train/**``).
+    The globs of dataset inputs (:mod:`cairn.globs`), matched against the whole relative
+    path: ``*``, ``?`` and ``[abc]`` stay within one folder, ``**`` crosses folders
+    (``train/**/*.png``, ``**/labels.csv``). A pattern that matches a folder selects
+    everything below it (``train`` is ``train/**``).
 
 Progress
     ``progress(files_done, files_total, bytes_done, bytes_total)`` (totals may be None),
@@ -94,7 +94,8 @@ SMALL_FILE = 2 << 20
 _BATCH = 128  # files per task handed to a worker thread
 _COMMIT_FILES = 4096  # staged blobs per sync + rename batch ...
 _COMMIT_BYTES = 128 << 20  # ... or this many bytes, whichever comes first
-_LIST_SHARD_BYTES = 256 << 10  # a shard folder up to ~3,000 blobs is listed once
+_LIST_SHARD_BYTES = 64 << 10  # a shard folder up to ~800 blobs is listed once ...
+_LIST_SHARD_NAMES = 1024  # ... and its listing dropped when it grows past this
 _FICLONE = 0x40049409
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
                errno.EPERM, errno.EBADF}
@@ -401,10 +402,19 @@ class _LocalStager(_Stager):
         """A staged blob is fully written: queue it for the next sync + rename batch."""
         self._pending.append((tmp, digest))
         self._pending_bytes += size
-        if len(self._pending) >= _COMMIT_FILES or self._pending_bytes >= _COMMIT_BYTES:
-            self._submit()
         while self._commits and self._commits[0].done():
             self._commits.popleft().result()  # raise a failed batch's error now
+        files, size = len(self._pending), self._pending_bytes
+        if files < _COMMIT_FILES and size < _COMMIT_BYTES:
+            return
+        if self._commits:
+            # The committer is still syncing: let this batch grow (fewer, larger syncs)
+            # up to a bound, then wait for it, so memory and staged bytes stay bounded.
+            if files < 8 * _COMMIT_FILES and size < 4 * _COMMIT_BYTES:
+                return
+            while self._commits:
+                self._commits.popleft().result()
+        self._submit()
 
     def _submit(self) -> None:
         if self._pending:
@@ -422,7 +432,10 @@ class _LocalStager(_Stager):
             os.replace(tmp, self._final(digest))
             names = self._listed.get(shard)
             if names is not None:
-                names.add(digest[2:])
+                if len(names) < _LIST_SHARD_NAMES:
+                    names.add(digest[2:])
+                else:  # bounded memory: ask the filesystem for this shard from now on
+                    self._listed[shard] = None
             self._staged.pop(digest, None)  # after the name is known: never seen as absent
 
     def finish(self) -> None:
@@ -719,53 +732,17 @@ def _skip_dirs(root: str, content: ContentStore, hash_cache: HashCache | None) -
 
 
 # -- checking out --------------------------------------------------------------------------
-def _translate_segment(seg: str) -> str:
-    out: list[str] = []
-    i, n = 0, len(seg)
-    while i < n:
-        c = seg[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = seg.find("]", i + 2 if seg[i + 1:i + 2] in ("!", "]") else i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                body = seg[i + 1:end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def glob_regex(pattern: str) -> str:
-    """The regular expression (for ``fullmatch``) of one checkout glob; see the module doc."""
-    parts = pattern.strip("/").split("/")
-    out: list[str] = []
-    for i, seg in enumerate(parts):
-        last = i == len(parts) - 1
-        if seg == "**":
-            out.append(".*" if last else "(?:[^/]+/)*")
-        else:
-            out.append(_translate_segment(seg) + ("" if last else "/"))
-    return "".join(out)
-
-
 def _compile_globs(glob: str | Sequence[str] | None) -> Callable[[str], bool] | None:
     if glob is None:
         return None
     patterns = [glob] if isinstance(glob, str) else list(glob)
     if not patterns:
         return None
+    from cairn.globs import compile_glob  # the same globs as dataset inputs
+
     # A pattern matching a folder selects what is under it.
-    regex = re.compile("(?:" + "|".join(glob_regex(p) for p in patterns) + ")(?:/.*)?",
-                       re.DOTALL)
+    bodies = [compile_glob(p.strip("/")).pattern.removesuffix(r"\Z") for p in patterns]
+    regex = re.compile("(?:" + "|".join(bodies) + ")(?:/.*)?", re.DOTALL)
     full = regex.fullmatch
     return lambda path: full(path) is not None
 
@@ -851,8 +828,11 @@ class _Placer:
             os.chmod(dest, mode)
             return "copy"
         if size <= SMALL_FILE:
-            with open(src, "rb") as fh:
-                data = fh.read()
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                data = os.read(fd, size + 1)
+            finally:
+                os.close(fd)
             self._check(dest, digest, blake3(data).hexdigest(), written=False)
             self._create(dest, data, mode)
             return "copy"
@@ -980,7 +960,7 @@ def checkout(
         else:
             parent = dest.absolute().parent
             parent.mkdir(parents=True, exist_ok=True)
-            work = tempfile.mkdtemp(dir=parent, prefix=f".{dest.name}.checkout-")
+            work = _new_folder(parent, f".{dest.name}.checkout-")
     except OSError as exc:
         raise _store_error(exc, dest) from exc
     totals = content.tree_totals(tree_digest) if match is None else None
@@ -1047,6 +1027,17 @@ def checkout(
              done if match is not None else bytes_total, final=True)
     methods = placer.methods or {"hardlink" if placer.link else "copy"}
     return CheckoutInfo(files, done, methods.pop() if len(methods) == 1 else "mixed")
+
+
+def _new_folder(parent: Path, prefix: str) -> str:
+    """A new uniquely named folder with the usual mode (``mkdtemp`` would make it 0700)."""
+    while True:
+        path = f"{parent}/{prefix}{os.urandom(6).hex()}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
 
 
 def _empty(folder: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cairn.entities import FileEntry
-from cairn.errors import CorruptBlobError, InputError
-from cairn.store import ContentStore
+from cairn.errors import CorruptBlobError, InputError, StoreNotWritableError
+from cairn.store import ContentStore, open_blob_store
 from cairn.store.cas import TREE_MAGIC, hash_bytes
 
 D = hash_bytes(b"x")
@@ -101,3 +103,11 @@ def test_empty_tree(content: ContentStore) -> None:
     tree = content.put_tree([])
     assert content.get_tree(tree) == []
     assert content.tree_totals(tree) == (0, 0)
+
+
+def test_tree_in_a_store_that_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    content = ContentStore(open_blob_store(str(blocker / "store")))
+    with pytest.raises(StoreNotWritableError, match="cannot write the blob store"):
+        content.put_tree([FileEntry("a", D, 1)])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cairn.entities import FileEntry
 from cairn.errors import CorruptBlobError, InputError, NotFoundError, StoreNotWritableError
 from cairn.store import ContentStore
 from cairn.store import folders
@@ -259,7 +260,7 @@ def test_copies_are_verified(content: ContentStore, make_files: MakeFiles,
 
 def test_missing_blob(content: ContentStore, tmp_path: Path) -> None:
     ghost = hash_bytes(b"never stored")
-    tree = content.put_tree([__import__("cairn.entities").entities.FileEntry("g", ghost, 12)])
+    tree = content.put_tree([FileEntry("g", ghost, 12)])
     with pytest.raises(NotFoundError, match="not in the store"):
         checkout(tree, tmp_path / "o", content)
     assert not (tmp_path / "o").exists()
@@ -407,3 +408,13 @@ def test_blobs_are_synced_before_they_get_their_names(content: ContentStore,
     monkeypatch.setattr(folders, "_syncfs", syncfs)
     version_folder(make_files({f"f{i}": os.urandom(10) for i in range(20)}), content)
     assert seen == [0]  # one sync for the batch, before any blob was renamed into place
+
+
+def test_a_new_checkout_folder_gets_the_usual_mode(content: ContentStore,
+                                                   make_files: MakeFiles,
+                                                   tmp_path: Path) -> None:
+    info = version_folder(make_files({"a": b"a"}), content)
+    checkout(info.tree_digest, tmp_path / "new" / "dest", content)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "new" / "dest").stat().st_mode) == 0o777 & ~umask
