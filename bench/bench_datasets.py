@@ -111,8 +111,16 @@ class Dvc:
         self.version = subprocess.run([self.bin, "--version"], capture_output=True,
                                       text=True, env=self.env).stdout.strip()
 
-    def run(self, repo: Path, *args: str) -> float:
-        return C.time_command([self.bin, *args, "-q"], cwd=repo, env=self.env)
+    def run(self, repo: Path, *args: str) -> float | None:
+        """Wall seconds of ``dvc ARGS -q`` in ``repo``; None (and why, on stderr) if it fails."""
+        try:
+            return C.time_command([self.bin, *args, "-q"], cwd=repo, env=self.env)
+        except RuntimeError:
+            proc = subprocess.run([self.bin, *args, "-v"], cwd=repo, env=self.env,
+                                  capture_output=True, text=True)
+            print(f"[bench] dvc {' '.join(args)} failed in {repo}:\n{proc.stderr[-3000:]}",
+                  file=sys.stderr)
+            return None
 
     def repo(self, parent: Path, name: str, data: Path) -> Path:
         """A fresh ``dvc init --no-scm`` repository holding a copy of ``data`` as ``data``."""
@@ -124,9 +132,9 @@ class Dvc:
         return repo
 
 
-def warm(times: list[float]) -> float:
-    """The figure reported: the second of two runs (page cache warm)."""
-    return times[-1]
+def warm(times: list[float | None]) -> float | None:
+    """The figure reported: the second of two runs (page cache warm); None if one failed."""
+    return None if not times or None in times else times[-1]
 
 
 def main(argv: list[str]) -> int:
@@ -149,6 +157,12 @@ def main(argv: list[str]) -> int:
 
     C.compile_trees()
     dvc = None if args.no_peers else Dvc()
+    free = shutil.disk_usage(args.tmp or tempfile.gettempdir()).free
+    need = 4 * args.files * args.file_size + (
+        0 if args.no_big else 7 * args.big_count * args.big_size)
+    if free < need * 1.2:
+        print(f"[bench] warning: {free / 1e9:.1f} GB free, about {need / 1e9:.1f} GB needed",
+              file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="cairn-bench-datasets-", dir=args.tmp))
     rows: list[list[str]] = []
     notes: list[str] = []
@@ -161,7 +175,7 @@ def main(argv: list[str]) -> int:
 
         # (a) add into a fresh store / fresh DVC repository. Nothing is deleted between
         # timed runs: ext4 makes new files slow for a minute after mass deletions.
-        dvc_add: list[float] = []
+        dvc_add: list[float | None] = []
         repos: list[Path] = []
         if dvc:
             for i in range(2):
@@ -179,7 +193,7 @@ def main(argv: list[str]) -> int:
         rows.append(_row(f"add {small_label} (fresh store)", dvc_add, cairn_add))
 
         # (b) checkout into a fresh folder.
-        dvc_co: list[float] = []
+        dvc_co: list[float | None] = []
         if dvc:
             repo = repos[-1]
             for i in range(2):
@@ -201,7 +215,7 @@ def main(argv: list[str]) -> int:
                          dvc_co, co_rw))
 
         # (c) re-add, nothing changed.
-        dvc_re: list[float] = []
+        dvc_re: list[float | None] = []
         if dvc:
             for _ in range(2):
                 dvc_re.append(dvc.run(repos[-1], "add", "data"))
@@ -223,7 +237,7 @@ def main(argv: list[str]) -> int:
             make_big_files(big, args.big_count, args.big_size)
             reads = [C.time_command(["sh", "-c", f"cat {big}/* > /dev/null"])
                      for _ in range(2)]
-            dvc_big: list[float] = []
+            dvc_big: list[float | None] = []
             if dvc:
                 for i in range(2):
                     repo = dvc.repo(work, f"dvc-big-{i}", big)
@@ -234,9 +248,10 @@ def main(argv: list[str]) -> int:
             rows.append(_row(label, dvc_big, cairn_big))
             rows.append([f"  {label}: throughput", _rate(gb, dvc_big), _rate(gb, cairn_big),
                          ""])
-            r = warm(cairn_big) / warm(reads)
-            rows.append([f"  plain read (cat > /dev/null): {C.fmt_seconds(warm(reads))}, "
-                         f"{gb / warm(reads):.2f} GB/s", "", f"{r:.1f}× the read", ""])
+            read = reads[-1]
+            r = cairn_big[-1] / read
+            rows.append([f"  plain read (cat > /dev/null): {C.fmt_seconds(read)}, "
+                         f"{gb / read:.2f} GB/s", "", f"{r:.1f}× the read", ""])
 
         # (e) memory while versioning a million tiny files.
         if args.million:
@@ -270,20 +285,28 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _row(label: str, dvc: list[float], cairn: list[float]) -> list[str]:
-    d = warm(dvc) if dvc else None
-    c = warm(cairn)
-    return [label, C.fmt_seconds(d), C.fmt_seconds(c), C.ratio(1 / c, 1 / d if d else None)]
+def _row(label: str, dvc: list[float | None], cairn: list[float]) -> list[str]:
+    d, c = warm(dvc), warm(cairn)
+    assert c is not None
+    return [label, C.fmt_seconds(d) if dvc and d is not None else ("failed" if dvc else "—"),
+            C.fmt_seconds(c), C.ratio(1 / c, 1 / d if d else None)]
 
 
-def _rate(gb: float, times: list[float]) -> str:
-    return f"{gb / warm(times):.2f} GB/s" if times else "—"
+def _rate(gb: float, times: list[float | None]) -> str:
+    t = warm(times)
+    return f"{gb / t:.2f} GB/s" if t else "—"
 
 
 def _fs_type(path: Path) -> str:
-    proc = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True,
-                          text=True)
-    return proc.stdout.strip() or "?"
+    for argv in (["findmnt", "-n", "-o", "FSTYPE", "--target", str(path)],
+                 ["stat", "-f", "-c", "%T", str(path)]):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            continue
+        if out:
+            return out
+    return "?"
 
 
 if __name__ == "__main__":

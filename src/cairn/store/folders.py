@@ -138,7 +138,7 @@ def _default_workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 2
-    return max(4, min(16, 2 * cpus))
+    return max(2, min(16, cpus))
 
 
 class _Throttle:
@@ -312,6 +312,7 @@ class _LocalStager(_Stager):
         self._listed: dict[str, set[str] | None] = {}
         self._staged: dict[Digest, str] = {}  # staged, not yet renamed into place
         self._names = itertools.count()
+        self._staging_shards: set[str] = set()
         self._pending: list[tuple[str, Digest]] = []
         self._pending_bytes = 0
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="cairn-commit")
@@ -351,9 +352,15 @@ class _LocalStager(_Stager):
         return self._staged.setdefault(digest, tmp) is tmp
 
     def stage_bytes(self, digest: Digest, data: bytes) -> str | None:
-        tmp = f"{self.run_dir}/{digest}"
+        # Staged by shard, like the store: threads creating files in one folder would
+        # queue on its lock.
+        shard = digest[:2]
+        tmp = f"{self.run_dir}/{shard}/{digest[2:]}"
         if not self._claim(digest, tmp):
             return None
+        if shard not in self._staging_shards:
+            os.makedirs(f"{self.run_dir}/{shard}", exist_ok=True)
+            self._staging_shards.add(shard)
         try:
             fd = os.open(tmp, _O_NEW, 0o444)
             try:
