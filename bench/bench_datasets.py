@@ -69,8 +69,19 @@ def _op(argv: list[str]) -> int:
     return 0
 
 
+def settle() -> None:
+    """Write out what earlier runs left dirty, so that no run pays for another's writes.
+
+    cairn syncs its blobs before naming them (``syncfs``, which flushes the whole
+    filesystem); DVC does not sync. Without this a cairn run right after a DVC run would
+    wait for DVC's data to reach the disk.
+    """
+    os.sync()
+
+
 def cairn(*args: str) -> tuple[float, dict]:
     """Run one cairn operation in a new process: (wall seconds, its JSON result)."""
+    settle()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -113,6 +124,7 @@ class Dvc:
 
     def run(self, repo: Path, *args: str) -> float | None:
         """Wall seconds of ``dvc ARGS -q`` in ``repo``; None (and why, on stderr) if it fails."""
+        settle()
         try:
             return C.time_command([self.bin, *args, "-q"], cwd=repo, env=self.env)
         except RuntimeError:
@@ -235,6 +247,7 @@ def main(argv: list[str]) -> int:
             print(f"[bench] writing {args.big_count} × {args.big_size / 1e6:g} MB files",
                   file=sys.stderr)
             make_big_files(big, args.big_count, args.big_size)
+            settle()
             reads = [C.time_command(["sh", "-c", f"cat {big}/* > /dev/null"])
                      for _ in range(2)]
             dvc_big: list[float | None] = []
@@ -274,10 +287,11 @@ def main(argv: list[str]) -> int:
 
     notes.append(C.machine_line())
     notes.append(f"filesystem: {_fs_type(work.parent)}; "
-                 f"{'DVC ' + dvc.version if dvc else 'DVC not run (--no-peers)'}, "
-                 "default cache type (reflink, else copy)")
+                 + (f"DVC {dvc.version}, default cache type (reflink, else copy)" if dvc
+                    else "DVC not run (--no-peers)"))
     notes.append("each figure is the second of two runs (warm page cache), process start "
-                 "to exit for both tools; ratio = DVC time / cairn time")
+                 "to exit for both tools, after a `sync` so no run pays for another's "
+                 "writeback; ratio = DVC time / cairn time")
     notes.append("cairn stores copies (reflink where the filesystem can) and syncs blobs "
                  "before naming them; read-only checkouts are hardlinks, DVC's are copies")
     C.print_table("dataset versioning: DVC vs cairn", rows, notes,
