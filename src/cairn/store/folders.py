@@ -2,8 +2,9 @@
 
 Versioning (:func:`version_folder`)
     The folder is walked iteratively with ``os.scandir`` in the manifest's sort order, so
-    the manifest streams to disk as files are done and memory stays flat. Files are read,
-    hashed (BLAKE3) and stored by a thread pool. Each file is *copied* into the store —
+    the manifest streams to disk as files are done and memory stays flat. The walking
+    thread stats each file and answers unchanged ones from the hash cache; the others are
+    read, hashed (BLAKE3) and stored by a thread pool. Each file is *copied* into the store —
     by reflink (``FICLONE``) where the filesystem can, else by ``copy_file_range`` or by
     writing the bytes read for hashing — and never hardlinked: a user who later edits the
     file in place would silently corrupt the blob. What is stored is exactly what was
@@ -21,14 +22,19 @@ Durability without an fsync per file
     thousand files (or 128 MB) a background thread calls ``syncfs`` once for the batch and
     then renames its files into ``objects/ab/cdef…``. So a blob is never visible under its
     final name before its bytes are on disk, at the cost of one sync per batch instead of
-    one ``fsync`` per file. The tree manifest is stored last (fsynced and renamed), after
-    every blob it names: an error or a crash leaves no tree, only complete blobs (garbage
-    for ``gc``) and no temp files after an error.
+    one ``fsync`` per file (large copies start their writeback as soon as they are hashed,
+    so the sync mostly finds them written). ``syncfs`` flushes the whole filesystem: on
+    one that other programs are writing heavily, a version also waits for their data.
+    The tree manifest is stored last (fsynced and renamed), after every blob it names: an
+    error or a crash leaves no tree, only complete blobs (garbage for ``gc``); an error
+    leaves no temp files (a crash can leave ``tmp/ingest-*`` behind, for ``gc``).
 
 Checking out (:func:`checkout`)
     Read-only checkouts hardlink the store's read-only blobs when the destination is on
     the store's filesystem (executable files are copied instead, since a link shares the
-    blob's mode). ``writable=True`` gives private copies: reflinks where supported, else
+    blob's mode). Such files *are* the store's blobs: they are read-only (mode 0444), but
+    ``chmod`` on one, or root writing to it, changes the blob. ``writable=True`` gives
+    private copies: reflinks where supported, else
     copies verified against their digest. A destination that is absent is built in a
     hidden sibling folder and renamed into place at the end, so it appears complete or
     not at all; a destination that exists must be empty unless ``force``. Paths are
