@@ -27,7 +27,7 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
     store = ctx.store
     _check_name_early(store, ctx.project_id, name, version)
     version = version or store.next_version_name(ctx.project_id, name)
-    with HashCache(ctx.settings.data_dir / "cache" / "hashes.db") as cache:
+    with HashCache(ctx.settings.cache_dir / "hashes") as cache:
         info = version_folder(folder, ctx.content, progress=progress, hash_cache=cache)
     latest = _latest(store, ctx.project_id, name)
     return store.create_dataset_version(
