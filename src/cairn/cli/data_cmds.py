@@ -36,15 +36,6 @@ def parse_size(text: str) -> int:
     return int(float(number) * _UNITS[(unit or "").lower()[:1]])
 
 
-def _emit(headers: list[str], rows: list[list[Any]], fmt: str, right: tuple[int, ...] = ()
-          ) -> None:
-    if fmt == "csv":
-        click.echo(render.to_csv(headers, rows), nl=False)
-    elif fmt == "json":
-        click.echo(json.dumps([dict(zip(headers, r)) for r in rows], indent=2, default=str))
-    else:
-        click.echo(render.table(headers, rows, right=right))
-
 
 # -- cairn data ---------------------------------------------------------------------------
 @click.group(short_help="Datums: outputs, aliases, transfers.")
@@ -85,7 +76,7 @@ def data_ls(execution_ref: str | None, name_glob: str | None, tag: str | None,
     if not rows and fmt == "table":
         click.echo("no datums match", err=True)
         return
-    _emit(["datum", "name", "size", "made by", "tags", "aliases"], rows, fmt, right=(2,))
+    render.emit(["datum", "name", "size", "made by", "tags", "aliases"], rows, fmt, right=(2,))
 
 
 def _aliases_by_datum(ctx: Context) -> dict[str, list[str]]:
@@ -184,7 +175,7 @@ def data_aliases(fmt: str) -> None:
     if not rows and fmt == "table":
         click.echo("no aliases yet: `cairn data alias NAME datum://ID`", err=True)
         return
-    _emit(["alias", "datum", "name", "moved"], rows, fmt)
+    render.emit(["alias", "datum", "name", "moved"], rows, fmt)
 
 
 def _digests_of(ctx: Context, uris: tuple[str, ...]) -> tuple[list[str], int]:
@@ -293,7 +284,7 @@ def dataset_ls(name: str | None, fmt: str) -> None:
                  _source(ctx, v), v.from_version or "",
                  v.created_at.astimezone().isoformat(timespec="seconds")]
                 for v in ctx.store.list_dataset_versions(ctx.project_id, name)]
-        _emit(["version", "files", "size", "made by", "from", "created"], rows, fmt,
+        render.emit(["version", "files", "size", "made by", "from", "created"], rows, fmt,
               right=(1, 2))
         return
     rows = []
@@ -305,7 +296,7 @@ def dataset_ls(name: str | None, fmt: str) -> None:
     if not rows and fmt == "table":
         click.echo("no datasets yet: `cairn dataset add NAME FOLDER`", err=True)
         return
-    _emit(["dataset", "versions", "latest", "files", "size"], rows, fmt, right=(1, 3, 4))
+    render.emit(["dataset", "versions", "latest", "files", "size"], rows, fmt, right=(1, 3, 4))
 
 
 def _source(ctx: Context, v: Any) -> str:

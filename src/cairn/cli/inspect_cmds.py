@@ -30,15 +30,6 @@ def _ctx(*, reap: bool = False) -> Context:
     return ctx
 
 
-def _emit(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
-          right: Sequence[int] = ()) -> None:
-    if fmt == "csv":
-        click.echo(render.to_csv(headers, rows), nl=False)
-    elif fmt == "json":
-        click.echo(json.dumps([dict(zip(headers, r)) for r in rows], indent=2, default=str))
-    else:
-        click.echo(render.table(headers, rows, right=right))
-
 
 @click.command(short_help="List executions.")
 @click.option("--step", help="Only executions of this step.")
@@ -84,7 +75,7 @@ def ls(step: str | None, statuses: tuple[str, ...], tag: str | None, sort_key: s
         click.echo("no executions yet: start one with `cairn run STEP`", err=True)
         return
     n = 5 + len(param_keys)
-    _emit(headers, rows, fmt, right=[0, 4, *range(n, n + len(metric_keys))])
+    render.emit(headers, rows, fmt, right=[0, 4, *range(n, n + len(metric_keys))])
 
 
 def _columns(dicts: Sequence[dict[str, Any]], *, first: str | None, numeric: bool,
@@ -407,7 +398,7 @@ def outputs(ref: str, dest: str | None, fmt: str) -> None:
     if not rows:
         click.echo(f"#{e.counter} has no outputs", err=True)
         return
-    _emit(["name", "size", "uri", "digest", "tags"], rows, fmt, right=[1])
+    render.emit(["name", "size", "uri", "digest", "tags"], rows, fmt, right=[1])
 
 
 @click.command(short_help="Tag an execution.")

@@ -46,6 +46,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
     return "\n".join(out)
 
 
+def emit(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
+         right: Sequence[int] = ()) -> None:
+    """Print rows as an aligned table, CSV or JSON (a list of objects)."""
+    if fmt == "csv":
+        click.echo(to_csv(headers, rows), nl=False)
+    elif fmt == "json":
+        import json
+
+        click.echo(json.dumps([dict(zip(headers, r)) for r in rows], indent=2, default=str))
+    else:
+        click.echo(table(headers, rows, right=right))
+
+
 def to_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

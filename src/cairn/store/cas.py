@@ -228,8 +228,6 @@ class TreeWriter:
 
     def commit(self) -> Digest:
         """Store the manifest (fsynced, renamed into place) and return its digest."""
-        from blake3 import blake3
-
         self._flush()
         self._fh.seek(0)
         self._fh.write(b"%s%020d %020d\n" % (TREE_MAGIC, self.file_count, self.size))

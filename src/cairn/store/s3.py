@@ -346,16 +346,8 @@ class S3BlobStore(BlobStore):
                                item["LastModified"].timestamp())
 
     def iter_digests(self) -> Iterator[Digest]:
-        self._check_bucket()
-        with self._translate():
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._objects
-            )
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    rest = item["Key"][len(self._objects) :]
-                    if _DIGEST_RE.match(rest):
-                        yield rest.replace("/", "", 1)
+        for digest, _, _ in self.iter_blobs():
+            yield digest
 
     def open(self, digest: Digest) -> BinaryIO:
         size = self.size(digest)
