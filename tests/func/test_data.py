@@ -229,6 +229,17 @@ def test_gc_keeps_everything_referenced(data_project: Path, cli, tmp_path: Path)
     assert cli("run", "read", "--input", "data=datum://latest-model", "-q")[0] == 0
     code, out, _ = cli("gc", "--grace", "0s")
     assert "removed 0 " in out
+    # leftovers of a crashed writer in the store's temp folder are swept, old ones only
+    tmp = data_project / ".cairn" / "store" / "tmp"
+    (tmp / "ingest-crashed").mkdir(parents=True, exist_ok=True)
+    (tmp / "ingest-crashed" / "part").write_bytes(b"x" * 100)
+    (tmp / ".blob-crashed").write_bytes(b"y")
+    old = 1_000_000_000
+    for path in (tmp / "ingest-crashed", tmp / ".blob-crashed"):
+        os.utime(path, (old, old))
+    code, out, _ = cli("gc", "--grace", "1h")
+    assert "swept 2 leftover temp files" in out
+    assert not (tmp / "ingest-crashed").exists() and not (tmp / ".blob-crashed").exists()
 
 
 def test_gc_while_an_execution_runs_keeps_its_blobs(data_project: Path, cli) -> None:  # noqa: ANN001

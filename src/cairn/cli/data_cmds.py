@@ -419,7 +419,9 @@ def gc(dry_run: bool, grace: str) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{report.blobs_seen:,} blobs, {report.referenced:,} referenced; {verb} "
                f"{report.removed:,} ({render.size(report.removed_bytes)}); kept "
-               f"{report.kept_recent:,} recent unreferenced")
+               f"{report.kept_recent:,} recent unreferenced"
+               + (f"; swept {report.temporary_removed:,} leftover temp files"
+                  if report.temporary_removed else ""))
 
 
 @click.group(short_help="Blob store checks.")

@@ -31,6 +31,7 @@ class GcReport:
     removed: int = 0
     removed_bytes: int = 0
     kept_recent: int = 0
+    temporary_removed: int = 0
     dry_run: bool = False
 
 
@@ -84,6 +85,9 @@ def collect_garbage(
         report.removed_bytes += size
         if progress is not None:
             progress(report.blobs_seen, None, report.removed_bytes, None)
+    sweep = getattr(blobs, "sweep_temporary", None)
+    if sweep is not None and not dry_run:  # leftovers of writers that crashed
+        report.temporary_removed = sweep(cutoff)
     return report
 
 

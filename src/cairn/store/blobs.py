@@ -237,6 +237,25 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             pass
 
+    def sweep_temporary(self, older_than: float) -> int:
+        """Remove temp files and folders (left by crashed writers) last changed before
+        ``older_than`` (epoch seconds); returns how many entries went."""
+        removed = 0
+        if not self._tmp.is_dir():
+            return 0
+        for entry in os.scandir(self._tmp):
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
     def iter_digests(self) -> Iterator[Digest]:
         if not self._objects.exists():
             return
