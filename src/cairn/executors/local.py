@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class LocalExecutor(Executor):
-    """Processes on this machine, in a workspace under ``.cairn/work/``."""
+    """Processes on this machine, each in its own workspace in the data folder."""
 
     name = "local"
 
