@@ -135,12 +135,16 @@ class LineageBuilder:
         return [("made by", self._execution_up(e, depth, seen))]
 
     def _execution_up(self, e: Execution, depth: int, seen: set[str]) -> Node:
+        return self._expand(e, depth, seen, self._execution_sources)
+
+    def _expand(self, e: Execution, depth: int, seen: set[str], children: Any) -> Node:
+        """The execution's node with ``children(e, depth - 1, seen)`` below it, once."""
         node = self._execution_node(e)
         if node.key in seen or depth <= 0:
             node.truncated = True
             return node
         seen.add(node.key)
-        node.children = self._execution_sources(e, depth - 1, seen)
+        node.children = children(e, depth - 1, seen)
         return node
 
     def _execution_sources(self, e: Execution, depth: int,
@@ -234,13 +238,7 @@ class LineageBuilder:
         return out
 
     def _execution_down(self, e: Execution, depth: int, seen: set[str]) -> Node:
-        node = self._execution_node(e)
-        if node.key in seen or depth <= 0:
-            node.truncated = True
-            return node
-        seen.add(node.key)
-        node.children = self._execution_products(e, depth - 1, seen)
-        return node
+        return self._expand(e, depth, seen, self._execution_products)
 
     def _execution_products(self, e: Execution, depth: int,
                             seen: set[str]) -> list[tuple[str, Node]]:
