@@ -160,6 +160,7 @@ class Execution:
     gpu_ids: tuple[int, ...] = ()
     stop_requested: bool = False
     log_digest: Digest | None = None
+    fingerprint: Digest | None = None  # what the result cache matches (code, step, inputs...)
     metrics: dict[str, Any] = field(default_factory=dict)  # latest value per key
 
     @property
@@ -230,3 +231,113 @@ class DatasetVersion:
     @property
     def uri(self) -> str:
         return f"dataset://{self.dataset}/{self.version}"
+
+
+class FlowStatus(str, enum.Enum):
+    """A pipeline's or sweep's lifecycle: created → running → a final state."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    ERROR = "error"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (FlowStatus.CREATED, FlowStatus.RUNNING)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class NodeStatus(str, enum.Enum):
+    """One node of a flow: a pipeline node, or a sweep's trial."""
+
+    PENDING = "pending"  # waiting for upstream nodes (or not yet started)
+    RUNNING = "running"  # its execution (or task) is queued or running
+    COMPLETE = "complete"
+    REUSED = "reused"  # complete by reusing an earlier execution with the same fingerprint
+    ERROR = "error"
+    STOPPED = "stopped"
+    SKIPPED = "skipped"  # never ran: upstream failed or the flow was stopped
+    PRUNED = "pruned"  # a sweep trial stopped early for its intermediate metric
+    CRASHED = "crashed"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (NodeStatus.PENDING, NodeStatus.RUNNING)
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (NodeStatus.COMPLETE, NodeStatus.REUSED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class FlowNode:
+    """A node of a flow as it runs: its execution (or child flow), status and attempts.
+
+    ``parameters`` are a sweep trial's values; ``value`` is its target metric.
+    """
+
+    flow_id: str
+    name: str
+    position: int
+    kind: str  # "execution", "task", "deployment" (pipelines) or "trial" (sweeps)
+    status: NodeStatus
+    execution_id: str | None = None
+    child_flow_id: str | None = None
+    attempts: int = 0
+    parameters: dict[str, Any] = field(default_factory=dict)
+    value: float | None = None
+    detail: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A pipeline run (``kind="pipeline"``) or a sweep (``kind="task"``), numbered per kind.
+
+    ``definition`` is the blueprint as it was when the flow started (so resuming runs the
+    same thing); ``parameters`` the values given; ``options`` settings such as reuse.
+    """
+
+    id: str
+    project_id: str
+    kind: str
+    counter: int
+    name: str
+    status: FlowStatus
+    definition: dict[str, Any]
+    parameters: dict[str, Any]
+    options: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    status_detail: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    stop_requested: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    nodes: tuple[FlowNode, ...] = ()
+
+    def node(self, name: str) -> FlowNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at
+        if end is None:
+            from datetime import timezone
+
+            end = datetime.now(timezone.utc)
+        return (end - self.started_at).total_seconds()

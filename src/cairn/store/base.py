@@ -15,8 +15,12 @@ from cairn.entities import (
     Datum,
     DatumAlias,
     Execution,
+    Flow,
+    FlowNode,
+    FlowStatus,
     InputFile,
     MetricPoint,
+    NodeStatus,
     Project,
     Resources,
     Status,
@@ -41,6 +45,41 @@ class NewExecution:
     rerun_of: str | None = None
     time_limit: float | None = None
     no_output_timeout: float | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class NewFlowNode:
+    """A node of a new flow (or a trial added to a running sweep)."""
+
+    name: str
+    kind: str = "execution"
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewFlow:
+    """What is known of a pipeline run or sweep when it is created."""
+
+    project_id: str
+    kind: str  # "pipeline" or "task"
+    name: str
+    definition: dict[str, Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    nodes: tuple[NewFlowNode, ...] = ()
+
+
+FLOW_FIELDS = frozenset(
+    {"status", "started_at", "ended_at", "status_detail", "host", "pid", "result"}
+)
+"""What :meth:`MetadataStore.update_flow` may set."""
+
+NODE_FIELDS = frozenset(
+    {"status", "execution_id", "child_flow_id", "attempts", "value", "detail",
+     "started_at", "ended_at", "parameters"}
+)
+"""What :meth:`MetadataStore.update_flow_node` may set."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +379,62 @@ class MetadataStore(abc.ABC):
 
         Blobs written after it may belong to an execution that has not recorded them yet.
         """
+
+    # -- result cache -----------------------------------------------------------------
+    @abc.abstractmethod
+    def find_reusable(self, project_id: str, fingerprint: str) -> Execution | None:
+        """The newest ``complete`` execution of the project with this fingerprint, or None."""
+
+    # -- flows: pipeline runs and sweeps ----------------------------------------------
+    @abc.abstractmethod
+    def create_flow(self, new: NewFlow) -> Flow:
+        """Store a flow in status ``created`` with its nodes ``pending``.
+
+        Counters are 1, 2, 3, ... per project and kind, never shared under concurrency.
+        Node names must be unique within the flow (``ConflictError`` otherwise).
+        """
+
+    @abc.abstractmethod
+    def get_flow(self, project_id: str, kind: str, ref: str | int) -> Flow:
+        """A flow with its nodes by counter (``3``, ``"#3"``), full id or id prefix."""
+
+    @abc.abstractmethod
+    def list_flows(
+        self, project_id: str, kind: str, *, limit: int | None = None
+    ) -> list[Flow]:
+        """Flows of one kind, newest first, with their nodes."""
+
+    @abc.abstractmethod
+    def update_flow(
+        self, flow_id: str, *, expect: Iterable[FlowStatus] | None = None, **fields: Any
+    ) -> bool:
+        """Set :data:`FLOW_FIELDS` of a flow atomically; only if its status is in ``expect``.
+
+        Returns whether it happened.
+        """
+
+    @abc.abstractmethod
+    def request_flow_stop(self, flow_id: str) -> None:
+        """Ask the process driving the flow to stop it (it polls for this)."""
+
+    @abc.abstractmethod
+    def add_flow_nodes(self, flow_id: str, nodes: Sequence[NewFlowNode]) -> list[FlowNode]:
+        """Append ``pending`` nodes (a sweep's new trials) after the existing ones."""
+
+    @abc.abstractmethod
+    def update_flow_node(
+        self,
+        flow_id: str,
+        name: str,
+        *,
+        expect: Iterable[NodeStatus] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Set :data:`NODE_FIELDS` of one node; only if its status is in ``expect``."""
+
+    @abc.abstractmethod
+    def flows_of_execution(self, execution_id: str) -> list[tuple[Flow, str]]:
+        """The flows (and node names) an execution ran in or was reused by."""
 
     # -- metrics ----------------------------------------------------------------------
     @abc.abstractmethod

@@ -32,14 +32,17 @@ from cairn.entities import (
     CodeSnapshot,
     Datum,
     Execution,
+    Flow,
+    FlowStatus,
     InputFile,
     MetricPoint,
+    NodeStatus,
     Project,
     Resources,
     Status,
 )
 from cairn.errors import CairnError, ConflictError, NotFoundError, ParameterError
-from cairn.store.base import Allocation, MetadataStore, NewExecution
+from cairn.store.base import Allocation, MetadataStore, NewExecution, NewFlow, NewFlowNode
 
 DIGEST = "ab" * 32
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -1191,3 +1194,125 @@ class MetadataStoreContract:
         next(abandoned)
         abandoned.close()  # type: ignore[attr-defined]
         self.make(store, project)
+
+    # -- result cache -----------------------------------------------------------------
+    def test_find_reusable_takes_the_newest_complete(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        fp = "f0" * 32
+        assert store.find_reusable(project.id, fp) is None
+        failed = self.make(store, project, fingerprint=fp)
+        store.transition(failed.id, Status.ERROR)
+        assert store.find_reusable(project.id, fp) is None
+        first = self.make(store, project, fingerprint=fp)
+        self.finish(store, first)
+        second = self.make(store, project, fingerprint=fp)
+        self.finish(store, second)
+        running = self.make(store, project, fingerprint=fp)
+        store.transition(running.id, Status.RUNNING)
+        found = store.find_reusable(project.id, fp)
+        assert found is not None and found.id == second.id and found.fingerprint == fp
+        assert store.find_reusable(store.ensure_project("other").id, fp) is None
+        assert store.find_reusable(project.id, "0f" * 32) is None
+
+    # -- flows ------------------------------------------------------------------------
+    def make_flow(
+        self, store: MetadataStore, project: Project, kind: str = "pipeline", nodes: int = 2
+    ) -> Flow:
+        return store.create_flow(NewFlow(
+            project_id=project.id, kind=kind, name="train-and-eval",
+            definition={"nodes": ["a", "b"]}, parameters={"lr": 0.1},
+            options={"reuse": True},
+            nodes=tuple(NewFlowNode(f"n{i}") for i in range(nodes)),
+        ))
+
+    def test_create_and_get_flow(self, store: MetadataStore, project: Project) -> None:
+        flow = self.make_flow(store, project)
+        assert flow.counter == 1 and flow.kind == "pipeline"
+        assert flow.status == FlowStatus.CREATED and not flow.stop_requested
+        assert flow.definition == {"nodes": ["a", "b"]} and flow.parameters == {"lr": 0.1}
+        assert flow.options == {"reuse": True} and flow.result == {}
+        assert [n.name for n in flow.nodes] == ["n0", "n1"]
+        assert all(n.status == NodeStatus.PENDING and n.attempts == 0 for n in flow.nodes)
+        for ref in (1, "1", "#1", flow.id, flow.id[:8]):
+            assert store.get_flow(project.id, "pipeline", ref).id == flow.id
+        with pytest.raises(NotFoundError, match="no pipeline #2"):
+            store.get_flow(project.id, "pipeline", 2)
+        with pytest.raises(NotFoundError):
+            store.get_flow(project.id, "task", 1)  # counters are per kind
+
+    def test_flow_counters_are_per_kind(self, store: MetadataStore, project: Project) -> None:
+        assert [self.make_flow(store, project).counter for _ in range(2)] == [1, 2]
+        assert self.make_flow(store, project, kind="task").counter == 1
+        assert [f.counter for f in store.list_flows(project.id, "pipeline")] == [2, 1]
+        assert [f.counter for f in store.list_flows(project.id, "pipeline", limit=1)] == [2]
+        assert store.list_flows(store.ensure_project("other").id, "pipeline") == []
+
+    def test_flow_counters_under_concurrent_threads(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        with ThreadPoolExecutor(4) as pool:
+            counters = list(pool.map(lambda _: self.make_flow(store, project).counter, range(12)))
+        assert sorted(counters) == list(range(1, 13))
+
+    def test_duplicate_node_names_are_refused(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        with pytest.raises(ConflictError, match="'x'"):
+            store.create_flow(NewFlow(project.id, "pipeline", "p", {},
+                                      nodes=(NewFlowNode("x"), NewFlowNode("x"))))
+        flow = self.make_flow(store, project)
+        with pytest.raises(ConflictError, match="'n1'"):
+            store.add_flow_nodes(flow.id, [NewFlowNode("n1")])
+
+    def test_update_flow_compare_and_set(self, store: MetadataStore, project: Project) -> None:
+        flow = self.make_flow(store, project)
+        assert store.update_flow(flow.id, expect=[FlowStatus.CREATED], status=FlowStatus.RUNNING,
+                                 started_at=T0, host="h", pid=42)
+        assert not store.update_flow(flow.id, expect=[FlowStatus.CREATED],
+                                     status=FlowStatus.ERROR)
+        assert store.update_flow(flow.id, status=FlowStatus.COMPLETE, ended_at=T0,
+                                 result={"best": "n1"}, status_detail="done")
+        got = store.get_flow(project.id, "pipeline", flow.id)
+        assert (got.status, got.host, got.pid, got.result) == (
+            FlowStatus.COMPLETE, "h", 42, {"best": "n1"})
+        assert got.started_at == T0 and got.ended_at == T0 and got.status_detail == "done"
+        with pytest.raises(TypeError, match="counter"):
+            store.update_flow(flow.id, counter=3)
+        with pytest.raises(NotFoundError):
+            store.update_flow(str(uuid.uuid4()), status=FlowStatus.ERROR)
+
+    def test_request_flow_stop(self, store: MetadataStore, project: Project) -> None:
+        flow = self.make_flow(store, project)
+        store.request_flow_stop(flow.id)
+        assert store.get_flow(project.id, "pipeline", flow.id).stop_requested
+        with pytest.raises(NotFoundError):
+            store.request_flow_stop(str(uuid.uuid4()))
+
+    def test_flow_nodes_update_and_append(self, store: MetadataStore, project: Project) -> None:
+        flow = self.make_flow(store, project, kind="task", nodes=0)
+        added = store.add_flow_nodes(flow.id, [
+            NewFlowNode("1", "trial", {"lr": 0.1}), NewFlowNode("2", "trial", {"lr": 0.2})])
+        assert [(n.name, n.position, n.parameters) for n in added] == [
+            ("1", 0, {"lr": 0.1}), ("2", 1, {"lr": 0.2})]
+        more = store.add_flow_nodes(flow.id, [NewFlowNode("3", "trial", {"lr": 0.3})])
+        assert more[0].position == 2
+        execution = self.make(store, project)
+        assert store.update_flow_node(flow.id, "2", expect=[NodeStatus.PENDING],
+                                      status=NodeStatus.RUNNING, execution_id=execution.id,
+                                      attempts=1, started_at=T0)
+        assert not store.update_flow_node(flow.id, "2", expect=[NodeStatus.PENDING],
+                                          status=NodeStatus.ERROR)
+        assert store.update_flow_node(flow.id, "2", status=NodeStatus.PRUNED, value=0.5,
+                                      detail="pruned at step 3", ended_at=T0)
+        got = store.get_flow(project.id, "task", 1).node("2")
+        assert (got.status, got.execution_id, got.attempts, got.value, got.detail) == (
+            NodeStatus.PRUNED, execution.id, 1, 0.5, "pruned at step 3")
+        assert got.status.is_final and not got.status.succeeded
+        with pytest.raises(NotFoundError, match="'9'"):
+            store.update_flow_node(flow.id, "9", status=NodeStatus.ERROR)
+        with pytest.raises(TypeError):
+            store.update_flow_node(flow.id, "1", position=4)
+        assert [(f.id, name) for f, name in store.flows_of_execution(execution.id)] == [
+            (flow.id, "2")]
+        assert store.flows_of_execution(self.make(store, project).id) == []

@@ -17,8 +17,12 @@ from cairn.entities import (
     Datum,
     DatumAlias,
     Execution,
+    Flow,
+    FlowNode,
+    FlowStatus,
     InputFile,
     MetricPoint,
+    NodeStatus,
     Project,
     Resources,
     Status,
@@ -112,6 +116,7 @@ def execution(
         gpu_ids=tuple(row.gpu_ids or ()),
         stop_requested=bool(row.stop_requested),
         log_digest=row.log_digest,
+        fingerprint=row.fingerprint,
         metrics=metrics,
     )
 
@@ -190,3 +195,44 @@ def ensure_aware(name: str, value: Any) -> None:
     """Refuse naive datetimes early, with the field's name (they would be ambiguous)."""
     if isinstance(value, datetime) and value.tzinfo is None:
         raise ValueError(f"{name} must be a timezone-aware datetime (UTC), got {value!r}")
+
+
+def flow_node(row: Row[Any]) -> FlowNode:
+    return FlowNode(
+        flow_id=row.flow_id,
+        name=row.name,
+        position=row.position,
+        kind=row.kind,
+        status=NodeStatus(row.status),
+        execution_id=row.execution_id,
+        child_flow_id=row.child_flow_id,
+        attempts=row.attempts,
+        parameters=row.parameters or {},
+        value=row.value,
+        detail=row.detail,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+    )
+
+
+def flow(row: Row[Any], nodes: Iterable[FlowNode]) -> Flow:
+    return Flow(
+        id=row.id,
+        project_id=row.project_id,
+        kind=row.kind,
+        counter=row.counter,
+        name=row.name,
+        status=FlowStatus(row.status),
+        definition=row.definition,
+        parameters=row.parameters,
+        options=row.options,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        status_detail=row.status_detail,
+        host=row.host,
+        pid=row.pid,
+        stop_requested=bool(row.stop_requested),
+        result=row.result or {},
+        nodes=tuple(sorted(nodes, key=lambda n: n.position)),
+    )

@@ -28,6 +28,9 @@ Index choices, by the queries they serve:
 - ``dataset_versions(project_id, dataset, created_at)``: a dataset's versions in order,
   its latest one; ``(project_id, dataset, version)`` unique: versions are immutable;
 - ``dataset_versions(execution_id)``: versions an execution made;
+- ``executions(project_id, fingerprint)``: the result cache's lookup;
+- ``flows(project_id, kind, counter)`` (unique): pipelines and sweeps, newest first, ``#3``;
+  ``flow_nodes`` keyed ``(flow_id, name)``, ``flow_nodes(execution_id)``: which flow ran one;
 - ``aliases`` keyed ``(project_id, name)``; ``alias_events(project_id, name, id)``: history.
 """
 
@@ -142,12 +145,14 @@ executions = Table(
     Column("gpu_ids", JSON, nullable=False),
     Column("stop_requested", Boolean, nullable=False, default=False),
     Column("log_digest", DIGEST, nullable=True),
+    Column("fingerprint", DIGEST, nullable=True),
     UniqueConstraint("project_id", "counter", name="uq_executions_project_counter"),
     Index("ix_executions_project_step", "project_id", "step", "counter"),
     Index("ix_executions_project_status", "project_id", "status", "counter"),
     Index("ix_executions_project_created", "project_id", "created_at"),
     Index("ix_executions_project_duration", "project_id", "duration"),
     Index("ix_executions_status_host", "status", "host"),
+    Index("ix_executions_fingerprint", "project_id", "fingerprint"),
 )
 
 execution_inputs = Table(
@@ -286,6 +291,47 @@ metadata_latest = Table(
            primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("value", JSON, nullable=True),
+)
+
+# Pipelines and sweeps ("flows"), numbered per project and kind.
+flows = Table(
+    "flows", metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("counter", Integer, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("ended_at", UtcDateTime(), nullable=True),
+    Column("status_detail", Text, nullable=True),
+    Column("host", String(255), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("stop_requested", Boolean, nullable=False, default=False),
+    UniqueConstraint("project_id", "kind", "counter", name="uq_flows_counter"),
+)
+
+flow_nodes = Table(
+    "flow_nodes", metadata,
+    Column("flow_id", ID, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("execution_id", ID, ForeignKey("executions.id", ondelete="SET NULL"), nullable=True),
+    Column("child_flow_id", ID, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("parameters", JSON, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("ended_at", UtcDateTime(), nullable=True),
+    Index("ix_flow_nodes_execution", "execution_id"),
 )
 
 CAIRN_TABLES = frozenset(metadata.tables)

@@ -39,6 +39,7 @@ from cairn.store.sql import convert, queries, schema
 from cairn.store.sql.core import MIN_PREFIX, SqlStoreCore, no_execution, now, translated
 from cairn.store.sql.datasets import DatasetParts
 from cairn.store.sql.datums import DatumParts
+from cairn.store.sql.flows import FlowParts
 from cairn.store.sql.engine import (
     create_store_engine,
     display_url,
@@ -78,7 +79,9 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
 
 
-class SqlMetadataStore(DatumParts, DatasetParts, LineageParts, SqlStoreCore, MetadataStore):
+class SqlMetadataStore(
+    DatumParts, DatasetParts, LineageParts, FlowParts, SqlStoreCore, MetadataStore
+):
     """Metadata on SQLite (``sqlite:///path``) or PostgreSQL (``postgresql://...``).
 
     Opening a brand-new database creates the schema; a database written by an older or
@@ -178,6 +181,7 @@ class SqlMetadataStore(DatumParts, DatasetParts, LineageParts, SqlStoreCore, Met
                     no_output_timeout=new.no_output_timeout,
                     gpu_ids=[],
                     stop_requested=False,
+                    fingerprint=new.fingerprint,
                 )
             )
             if new.inputs:
@@ -206,7 +210,23 @@ class SqlMetadataStore(DatumParts, DatasetParts, LineageParts, SqlStoreCore, Met
             rerun_of=new.rerun_of,
             time_limit=new.time_limit,
             no_output_timeout=new.no_output_timeout,
+            fingerprint=new.fingerprint,
         )
+
+    @translated
+    def find_reusable(self, project_id: str, fingerprint: str) -> Execution | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(executions)
+                .where(
+                    executions.c.project_id == project_id,
+                    executions.c.fingerprint == fingerprint,
+                    executions.c.status == Status.COMPLETE.value,
+                )
+                .order_by(executions.c.counter.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else self._hydrate(conn, [row])[0]
 
     @translated
     def get_execution(self, project_id: str, ref: str | int) -> Execution:
