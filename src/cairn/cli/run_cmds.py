@@ -86,6 +86,9 @@ def step_command(step: Step) -> click.Command:
         help="Set an environment variable for the step. Repeatable.")
     opt("--detach", "-d", "cairn_detach", is_flag=True,
         help="Return at once with the execution id; it runs in the background.")
+    opt("--reuse/--no-reuse", "cairn_reuse", default=False,
+        help="Reuse a completed execution with the same code, parameters, inputs and "
+             "environment instead of running again (default: --no-reuse, always run).")
     opt("--title", "cairn_title", help="A title for the execution.")
     opt("--tag", "cairn_tags", multiple=True, help="Tag the execution. Repeatable.")
     opt("--cpus", "cairn_cpus", type=float, help="CPUs it needs (default: the step's resources, else 1).")
@@ -136,7 +139,7 @@ def _pairs(values: tuple[str, ...] | None, what: str) -> dict[str, list[str]]:
 
 
 def _run_step(ctx: Context, step: str, values: dict[str, Any]) -> int:
-    from cairn.orchestration.runs import RunRequest, create_execution
+    from cairn.orchestration.runs import RunRequest, create_or_reuse
 
     env = {k: v[-1] for k, v in _pairs(values.get("cairn_env"), "NAME").items()}
     request = RunRequest(
@@ -149,8 +152,17 @@ def _run_step(ctx: Context, step: str, values: dict[str, Any]) -> int:
         cpus=values.get("cairn_cpus"),
         memory_mb=values.get("cairn_memory"),
         gpus=values.get("cairn_gpus"),
+        reuse=bool(values.get("cairn_reuse")),
     )
-    execution = create_execution(ctx, request)
+    execution, reused = create_or_reuse(ctx, request)
+    if reused:
+        _say(f"#{execution.counter} {execution.step} ({execution.id}) reused: it completed with "
+             "the same code, parameters, inputs and environment; --no-reuse runs it again")
+        if values.get("cairn_detach"):
+            click.echo(execution.id)
+        else:
+            _summary(ctx, execution)
+        return 0
     return _launch(ctx, execution, detach=bool(values.get("cairn_detach")),
                    quiet=bool(values.get("cairn_quiet")))
 

@@ -6,10 +6,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from cairn.entities import Execution, InputFile, Resources, Status
+from cairn.entities import CodeSnapshot, Execution, InputFile, Resources, Status
 from cairn.errors import InputError
 from cairn.orchestration.scheduler import Scheduler, StopSignals
 from cairn.store.base import NewExecution
@@ -34,6 +34,24 @@ class RunRequest:
     cpus: float | None = None
     memory_mb: int | None = None
     gpus: int | None = None
+    reuse: bool = False  # reuse a completed execution with the same fingerprint
+
+
+@dataclass
+class Snapshot:
+    """Code and environment captured once and shared by many executions (a pipeline's)."""
+
+    code: CodeSnapshot
+    environment: dict[str, Any]
+
+    @classmethod
+    def capture(cls, ctx: Context) -> Snapshot:
+        from cairn.runtime.environment import capture_environment
+        from cairn.runtime.snapshot import snapshot_code
+
+        code = snapshot_code(ctx.settings.project_root, ctx.content, data_dir=ctx.settings.data_dir)
+        environment = capture_environment(ctx.content, ctx.settings.data_dir / "cache")
+        return cls(code, environment)
 
 
 def create_execution(ctx: Context, request: RunRequest) -> Execution:
@@ -42,26 +60,60 @@ def create_execution(ctx: Context, request: RunRequest) -> Execution:
     All user errors (unknown step, bad parameters, missing inputs) are raised before
     anything is stored.
     """
+    return create_or_reuse(ctx, request)[0]
+
+
+def create_or_reuse(
+    ctx: Context,
+    request: RunRequest,
+    *,
+    step: Step | None = None,
+    snapshot: Snapshot | None = None,
+) -> tuple[Execution, bool]:
+    """A new queued execution, or with ``request.reuse`` a completed one with the same
+    fingerprint; and whether it was reused.
+
+    ``step`` runs instead of the project file's step called ``request.step`` (a pipeline
+    node's step with its overrides); ``snapshot`` instead of capturing code and
+    environment again.
+    """
+    new = prepare_execution(ctx, request, step=step, snapshot=snapshot)
+    if request.reuse:
+        from cairn.orchestration.cache import find_reusable
+
+        found = find_reusable(ctx.store, ctx.project_id, new.fingerprint or "")
+        if found is not None:
+            return found, True
+    return _store_and_queue(ctx, new), False
+
+
+def prepare_execution(
+    ctx: Context,
+    request: RunRequest,
+    *,
+    step: Step | None = None,
+    snapshot: Snapshot | None = None,
+) -> NewExecution:
+    """Everything an execution will be, checked, with its fingerprint; nothing stored."""
+    from cairn.orchestration.cache import fingerprint
     from cairn.project import resolve_parameters
     from cairn.project.commands import render_command
-    from cairn.runtime.environment import capture_environment
-    from cairn.runtime.snapshot import snapshot_code
 
-    step = ctx.config.get_step(request.step)
+    if step is None:
+        step = ctx.config.get_step(request.step)
     parameters = resolve_parameters(step, request.parameters)
     command = render_command(step, parameters)
     inputs = _resolve_inputs(ctx, step, request.inputs)
     variables = _resolve_variables(step, request.variables)
-    code = snapshot_code(ctx.settings.project_root, ctx.content, data_dir=ctx.settings.data_dir)
-    environment = capture_environment(ctx.content, ctx.settings.data_dir / "cache")
-    environment["step_variables"] = variables
-    return _store_and_queue(ctx, NewExecution(
+    snapshot = snapshot or Snapshot.capture(ctx)
+    environment = dict(snapshot.environment, step_variables=variables)
+    new = NewExecution(
         project_id=ctx.project_id,
         step=step.name,
         parameters=parameters,
         command=command,
         inputs=inputs,
-        code=code,
+        code=snapshot.code,
         environment=environment,
         step_config=step.to_dict(),
         resources=_resources(step, request),
@@ -69,11 +121,13 @@ def create_execution(ctx: Context, request: RunRequest) -> Execution:
         tags=tuple(request.tags),
         time_limit=step.time_limit,
         no_output_timeout=step.no_output_timeout,
-    ))
+    )
+    return replace(new, fingerprint=fingerprint(new))
 
 
 def create_rerun(ctx: Context, ref: str | int) -> Execution:
     """A new execution with the same code bytes, parameters, inputs and command as ``ref``."""
+    from cairn.orchestration.cache import fingerprint
     from cairn.runtime.environment import capture_environment
 
     original = ctx.store.get_execution(ctx.project_id, ref)
@@ -89,7 +143,7 @@ def create_rerun(ctx: Context, ref: str | int) -> Execution:
         )
     environment = capture_environment(ctx.content, ctx.settings.data_dir / "cache")
     environment["step_variables"] = original.environment.get("step_variables", {})
-    return _store_and_queue(ctx, NewExecution(
+    new = NewExecution(
         project_id=ctx.project_id,
         step=original.step,
         parameters=original.parameters,
@@ -104,7 +158,8 @@ def create_rerun(ctx: Context, ref: str | int) -> Execution:
         rerun_of=original.id,
         time_limit=original.time_limit,
         no_output_timeout=original.no_output_timeout,
-    ))
+    )
+    return _store_and_queue(ctx, replace(new, fingerprint=fingerprint(new)))
 
 
 def _store_and_queue(ctx: Context, new: NewExecution) -> Execution:
