@@ -1,4 +1,6 @@
-"""Folders of millions of files as trees: version, check out, diff and derive, at disk speed.
+"""Folders of millions of files as trees: version, diff and derive, at disk speed.
+
+Checking out lives in :mod:`cairn.store.checkout` (re-exported here).
 
 Versioning (:func:`version_folder`)
     The folder is walked iteratively with ``os.scandir`` in the manifest's sort order, so
@@ -29,24 +31,6 @@ Durability without an fsync per file
     error or a crash leaves no tree, only complete blobs (garbage for ``gc``); an error
     leaves no temp files (a crash can leave ``tmp/ingest-*`` behind, for ``gc``).
 
-Checking out (:func:`checkout`)
-    Read-only checkouts hardlink the store's read-only blobs when the destination is on
-    the store's filesystem (executable files are copied instead, since a link shares the
-    blob's mode). Such files *are* the store's blobs: they are read-only (mode 0444), but
-    ``chmod`` on one, or root writing to it, changes the blob. ``writable=True`` gives
-    private copies: reflinks where supported, else
-    copies verified against their digest. A destination that is absent is built in a
-    hidden sibling folder and renamed into place at the end, so it appears complete or
-    not at all; a destination that exists must be empty unless ``force``. Paths are
-    validated when the manifest is read, and with ``force`` an existing symlink on the
-    way is refused, so nothing is ever written outside the destination.
-
-Globs (``checkout(glob=...)``)
-    The globs of dataset inputs (:mod:`cairn.globs`), matched against the whole relative
-    path: ``*``, ``?`` and ``[abc]`` stay within one folder, ``**`` crosses folders
-    (``train/**/*.png``, ``**/labels.csv``). A pattern that matches a folder selects
-    everything below it (``train`` is ``train/**``).
-
 Progress
     ``progress(files_done, files_total, bytes_done, bytes_total)`` (totals may be None),
     called at most 20 times a second and once at the end.
@@ -54,18 +38,15 @@ Progress
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import itertools
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +54,24 @@ from pathlib import Path
 from blake3 import blake3
 
 from cairn.entities import Digest, FileEntry
-from cairn.errors import CorruptBlobError, InputError, NotFoundError, StoreNotWritableError
+from cairn.errors import InputError, NotFoundError, StoreNotWritableError
+from cairn.store._fileops import (
+    _O_NEW,
+    Progress,
+    _copy_fd,
+    _default_workers,
+    _hash_path,
+    _reflink,
+    _start_writeback,
+    _store_error,
+    _syncfs,
+    _Throttle,
+    _unlink,
+    _write_all,
+)
 from cairn.store.blobs import LocalBlobStore
-from cairn.store.cas import ContentStore, Row, TreeInfo, path_problem
+from cairn.store.cas import ContentStore, TreeInfo, path_problem
+from cairn.store.checkout import CheckoutInfo, checkout
 from cairn.store.hashcache import CacheScan, HashCache, StatKey
 
 __all__ = [
@@ -92,8 +88,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, "int | None", int, "int | None"], None]
-
 #: Files up to this size are read whole, hashed from memory and written from the same
 #: bytes; larger ones are copied in the kernel (or reflinked) and the copy is hashed.
 SMALL_FILE = 2 << 20
@@ -102,22 +96,9 @@ _COMMIT_FILES = 4096  # staged blobs per sync + rename batch ...
 _COMMIT_BYTES = 128 << 20  # ... or this many bytes, whichever comes first
 _LIST_SHARD_BYTES = 64 << 10  # a shard folder up to ~800 blobs is listed once ...
 _LIST_SHARD_NAMES = 1024  # ... and its listing dropped when it grows past this
-_FICLONE = 0x40049409
-_NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
-               errno.EPERM, errno.EBADF}
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 # Reading a dataset should not dirty every inode with a new atime (a journal write each).
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
-_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-
-
-@dataclass(frozen=True)
-class CheckoutInfo:
-    """What a checkout wrote: files, bytes, and how (hardlink, reflink, copy or mixed)."""
-
-    files: int
-    bytes: int
-    method: str
 
 
 @dataclass(frozen=True)
@@ -139,118 +120,6 @@ class TreeDiff:
     unchanged_count: int = 0
 
 
-def _default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 2
-    return max(2, min(16, cpus))
-
-
-class _Throttle:
-    """Calls the progress callback at most every 50 ms (and always for the final call)."""
-
-    def __init__(self, fn: Progress | None) -> None:
-        self.fn = fn
-        self.last = 0.0
-
-    def __call__(self, files: int, files_total: int | None, done: int,
-                 bytes_total: int | None, *, final: bool = False) -> None:
-        if self.fn is None:
-            return
-        now = time.monotonic()
-        if final or now - self.last >= 0.05:
-            self.last = now
-            self.fn(files, files_total, done, bytes_total)
-
-
-# -- low-level file operations (module functions so tests can make them fail) -----------
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # rare: a signal or a full pipe; finish it off
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
-def _copy_fd(src: int, dst: int) -> int:
-    """Copy the rest of ``src`` to ``dst`` in the kernel when it can; returns bytes."""
-    total = 0
-    try:
-        while n := os.copy_file_range(src, dst, 1 << 30):
-            total += n
-        return total
-    except OSError as exc:
-        if total or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
-                                      errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    while chunk := os.read(src, 1 << 20):
-        _write_all(dst, chunk)
-        total += len(chunk)
-    return total
-
-
-def _reflink(src: int, dst: int) -> bool:
-    """Clone ``src`` into ``dst`` (FICLONE); False where the filesystem cannot."""
-    import fcntl
-
-    try:
-        fcntl.ioctl(dst, _FICLONE, src)
-        return True
-    except OSError as exc:
-        if exc.errno in _NO_REFLINK:
-            return False
-        raise
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _syncfs(fd: int) -> None:
-    """Flush the filesystem holding ``fd`` (``syncfs``; ``sync`` where it is missing)."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:  # pragma: no cover - no libc to load
-            os.sync()
-            return
-    syncfs = getattr(_libc, "syncfs", None)
-    if syncfs is None:  # pragma: no cover - not Linux
-        os.sync()
-        return
-    if syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages out (without waiting)."""
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is not None:
-        try:
-            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
-
-
-def _hash_path(path: str) -> Digest:
-    hasher = blake3(max_threads=blake3.AUTO)
-    hasher.update_mmap(path)
-    return hasher.hexdigest()
-
-
-def _store_error(exc: OSError, where: object) -> StoreNotWritableError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreNotWritableError(
-            f"no space left writing {where}: {exc.strerror or exc}",
-            "free some disk space (`cairn gc` removes unused blobs) and run it again",
-        )
-    return StoreNotWritableError(f"cannot write {where}: {exc.strerror or exc}",
-                                 "check the folder's permissions and free space")
-
-
-# -- staging blobs -------------------------------------------------------------------------
 class _Stager:
     """Puts blobs into the store for a folder walk (generic: one put per blob)."""
 
@@ -479,13 +348,6 @@ class _LocalStager(_Stager):
 
 def _exists(path: str, _access: Callable[[str, int], bool] = os.access) -> bool:
     return _access(path, os.F_OK)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _read_error(path: str, exc: OSError) -> InputError:
@@ -744,323 +606,6 @@ def _skip_dirs(root: str, content: ContentStore, hash_cache: HashCache | None) -
     return frozenset(out)
 
 
-# -- checking out --------------------------------------------------------------------------
-def _compile_globs(glob: str | Sequence[str] | None) -> Callable[[str], bool] | None:
-    if glob is None:
-        return None
-    patterns = [glob] if isinstance(glob, str) else list(glob)
-    if not patterns:
-        return None
-    from cairn.globs import compile_glob  # the same globs as dataset inputs
-
-    # A pattern matching a folder selects what is under it.
-    bodies = [compile_glob(p.strip("/")).pattern.removesuffix(r"\Z") for p in patterns]
-    regex = re.compile("(?:" + "|".join(bodies) + ")(?:/.*)?", re.DOTALL)
-    full = regex.fullmatch
-    return lambda path: full(path) is not None
-
-
-class _Placer:
-    """Places blobs at paths under a folder by hardlink, reflink or verified copy."""
-
-    def __init__(self, content: ContentStore, work: str, *, writable: bool) -> None:
-        self.content = content
-        self.blobs = content.blobs
-        self.work = work
-        self.writable = writable
-        self.objects: str | None = None
-        same_fs = False
-        if isinstance(self.blobs, LocalBlobStore):
-            self.objects = str(self.blobs.root / "objects")
-            try:
-                same_fs = os.stat(self.objects).st_dev == os.stat(work).st_dev
-            except FileNotFoundError:
-                same_fs = False
-        self.link = same_fs and not writable
-        self.reflink: bool | None = None if (same_fs and writable) else False
-        self.methods: set[str] = set()
-
-    def _blob(self, digest: Digest) -> str | None:
-        if self.objects is not None:
-            return f"{self.objects}/{digest[:2]}/{digest[2:]}"
-        local = self.blobs.local_path(digest)
-        return None if local is None else str(local)
-
-    def place(self, batch: list[Row]) -> None:
-        for path, digest, size, executable in batch:
-            dest = f"{self.work}/{path}"
-            try:
-                self.methods.add(self._place_one(dest, digest, size, executable))
-            except FileNotFoundError:
-                blob = self._blob(digest)
-                if blob is not None and os.path.exists(blob):
-                    raise
-                raise NotFoundError(
-                    f"blob {digest[:12]} of {path} is not in the store",
-                    "the store may have been pruned; restore the blob or re-add the folder",
-                ) from None
-
-    def _mode(self, executable: bool) -> int:
-        if self.writable:
-            return 0o755 if executable else 0o644
-        return 0o555 if executable else 0o444
-
-    def _place_one(self, dest: str, digest: Digest, size: int, executable: bool) -> str:
-        if self.link and not executable:
-            if size == 0:  # no link: one empty blob could otherwise pass the link limit
-                self._create(dest, b"", 0o444)
-                return "hardlink"
-            src = self._blob(digest)
-            if src is not None:
-                try:
-                    _link(src, dest)
-                    return "hardlink"
-                except OSError as exc:
-                    if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM):
-                        raise
-        return self._copy(dest, digest, size, executable)
-
-    def _create(self, dest: str, data: bytes, mode: int) -> None:
-        fd = _open_new(dest, mode)
-        try:
-            _write_all(fd, data)
-        except BaseException:
-            os.close(fd)
-            _unlink(dest)
-            raise
-        os.close(fd)
-
-    def _copy(self, dest: str, digest: Digest, size: int, executable: bool) -> str:
-        mode = self._mode(executable)
-        src = self._blob(digest)
-        if src is None:  # a remote store: fetch, then check
-            _unlink(dest)
-            self.blobs.fetch(digest, Path(dest))
-            if not getattr(self.blobs, "verifies_reads", False):
-                self._check(dest, digest, _hash_path(dest))
-            os.chmod(dest, mode)
-            return "copy"
-        if size <= SMALL_FILE:
-            fd = os.open(src, os.O_RDONLY)
-            try:
-                data = os.read(fd, size + 1)
-            finally:
-                os.close(fd)
-            self._check(dest, digest, blake3(data).hexdigest(), written=False)
-            self._create(dest, data, mode)
-            return "copy"
-        sfd = os.open(src, os.O_RDONLY)
-        try:
-            dfd = _open_new(dest, mode)
-            try:
-                cloned = self.reflink is not False and _reflink(sfd, dfd)
-                if self.reflink is None:
-                    self.reflink = cloned
-                if not cloned:
-                    _copy_fd(sfd, dfd)
-            except BaseException:
-                os.close(dfd)
-                _unlink(dest)
-                raise
-            os.close(dfd)
-        finally:
-            os.close(sfd)
-        if cloned:
-            return "reflink"  # shares the blob's own extents: nothing to verify
-        self._check(dest, digest, _hash_path(dest))
-        return "copy"
-
-    def _check(self, dest: str, digest: Digest, actual: Digest, *, written: bool = True) -> None:
-        if actual != digest:
-            if written:
-                _unlink(dest)
-            raise CorruptBlobError(
-                f"blob {digest[:12]} is corrupt: its bytes no longer match its digest",
-                "restore it from a backup or re-create the version from its source",
-            )
-
-
-def _open_new(dest: str, mode: int) -> int:
-    try:
-        return os.open(dest, _O_NEW, mode)
-    except FileExistsError:  # --force: replace what is there (never through a symlink)
-        _replaceable(dest)
-        os.unlink(dest)
-        return os.open(dest, _O_NEW, mode)
-
-
-def _link(src: str, dest: str) -> None:
-    try:
-        os.link(src, dest)
-    except FileExistsError:
-        _replaceable(dest)
-        os.unlink(dest)
-        os.link(src, dest)
-
-
-def _replaceable(dest: str) -> None:
-    if stat.S_ISDIR(os.lstat(dest).st_mode):
-        raise InputError(f"{dest} is a folder in the way of a file",
-                         "remove it, or check out into an empty folder")
-
-
-class _Folders:
-    """Creates the folders of sorted paths under ``work``, each once (a stack, O(depth)).
-
-    A name already there that is not a real folder (a symlink, with ``force``) is refused,
-    so no file is ever written through a link to somewhere else.
-    """
-
-    def __init__(self, work: str) -> None:
-        self.work = work
-        self.stack: list[str] = []  # components of the last folder made
-
-    def make(self, parent: str) -> None:
-        parts = parent.split("/") if parent else []
-        stack = self.stack
-        common = 0
-        while common < len(stack) and common < len(parts) and stack[common] == parts[common]:
-            common += 1
-        del stack[common:]
-        for part in parts[common:]:
-            stack.append(part)
-            path = f"{self.work}/{'/'.join(stack)}"
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                st = os.lstat(path)
-                if not stat.S_ISDIR(st.st_mode):
-                    what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a file"
-                    raise InputError(
-                        f"{path} is {what} where the tree has a folder",
-                        "remove it, or check out into an empty folder") from None
-
-
-def checkout(
-    tree_digest: Digest,
-    dest: Path | str,
-    content: ContentStore,
-    *,
-    glob: str | Sequence[str] | None = None,
-    writable: bool = False,
-    force: bool = False,
-    progress: Progress | None = None,
-    workers: int | None = None,
-) -> CheckoutInfo:
-    """Materialize a tree (or the paths matching ``glob``) under ``dest``; see the module doc.
-
-    ``dest`` must be absent or empty unless ``force`` (then files at the tree's paths are
-    replaced and others left alone). Read-only checkouts are hardlinks to the store where
-    possible; ``writable`` checkouts are private copies. Returns the file and byte counts
-    and the method used (``"hardlink"``, ``"reflink"``, ``"copy"`` or ``"mixed"``).
-    """
-    dest = Path(dest)
-    match = _compile_globs(glob)
-    exists = dest.exists()
-    nonempty = False
-    if exists:
-        if not dest.is_dir():
-            raise InputError(f"{dest} is not a folder", "give a new or empty folder")
-        with os.scandir(dest) as it:
-            nonempty = next(it, None) is not None
-        if nonempty and not force:
-            raise InputError(f"{dest} is not empty", hint="use --force to write into it")
-    elif dest.is_symlink():
-        raise InputError(f"{dest} is a dangling symlink", "give a new or empty folder")
-    try:
-        if exists:
-            work = os.path.realpath(dest)
-        else:
-            parent = dest.absolute().parent
-            parent.mkdir(parents=True, exist_ok=True)
-            work = _new_folder(parent, f".{dest.name}.checkout-")
-    except OSError as exc:
-        raise _store_error(exc, dest) from exc
-    totals = content.tree_totals(tree_digest) if match is None else None
-    files_total, bytes_total = totals if totals is not None else (None, None)
-    placer = _Placer(content, work, writable=writable)
-    folders = _Folders(work)
-    throttle = _Throttle(progress)
-    n = workers or _default_workers()
-    pool = ThreadPoolExecutor(n, thread_name_prefix="cairn-checkout")
-    files = done = 0
-    ok = False
-    try:
-        in_flight: deque[tuple[Future[None], int, int]] = deque()
-        batch: list[Row] = []
-        batch_bytes = 0
-        last_parent: str | None = None
-        for row in content.iter_rows(tree_digest):
-            path = row[0]
-            if match is not None and not match(path):
-                continue
-            parent = path.rpartition("/")[0]
-            if parent != last_parent:
-                folders.make(parent)
-                last_parent = parent
-            batch.append(row)
-            batch_bytes += row[2]
-            if len(batch) >= _BATCH:
-                in_flight.append((pool.submit(placer.place, batch), len(batch), batch_bytes))
-                batch, batch_bytes = [], 0
-                while len(in_flight) > 4 * n or (in_flight and in_flight[0][0].done()):
-                    future, count, size = in_flight.popleft()
-                    future.result()
-                    files += count
-                    done += size
-                    throttle(files, files_total, done, bytes_total)
-        if batch:
-            in_flight.append((pool.submit(placer.place, batch), len(batch), batch_bytes))
-        while in_flight:
-            future, count, size = in_flight.popleft()
-            future.result()
-            files += count
-            done += size
-            throttle(files, files_total, done, bytes_total)
-        pool.shutdown(wait=True)
-        if not exists:
-            try:
-                os.rename(work, dest)
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise InputError(f"{dest} appeared while checking out into it",
-                                     "check out again into a new folder") from None
-                raise
-        ok = True
-    except OSError as exc:
-        raise _store_error(exc, exc.filename or dest) from exc
-    finally:
-        if not ok:
-            pool.shutdown(wait=True, cancel_futures=True)
-            if not exists:
-                shutil.rmtree(work, ignore_errors=True)
-            elif not nonempty:
-                _empty(work)
-    throttle(files, files if match is not None else files_total, done,
-             done if match is not None else bytes_total, final=True)
-    methods = placer.methods or {"hardlink" if placer.link else "copy"}
-    return CheckoutInfo(files, done, methods.pop() if len(methods) == 1 else "mixed")
-
-
-def _new_folder(parent: Path, prefix: str) -> str:
-    """A new uniquely named folder with the usual mode (``mkdtemp`` would make it 0700)."""
-    while True:
-        path = f"{parent}/{prefix}{os.urandom(6).hex()}"
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
-
-
-def _empty(folder: str) -> None:
-    """Remove what a failed checkout wrote into a folder that was empty before."""
-    with os.scandir(folder) as it:
-        for entry in it:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                _unlink(entry.path)
 
 
 # -- comparing and deriving ----------------------------------------------------------------

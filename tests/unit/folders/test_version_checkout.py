@@ -15,6 +15,7 @@ import pytest
 from cairn.entities import FileEntry
 from cairn.errors import CorruptBlobError, InputError, NotFoundError, StoreNotWritableError
 from cairn.store import ContentStore
+from cairn.store import checkout as checkout_module
 from cairn.store import folders
 from cairn.store.cas import TREE_MAGIC, hash_bytes
 from cairn.store.folders import checkout, version_folder
@@ -70,6 +71,7 @@ def test_blobs_are_copies_not_links_of_the_users_files(content: ContentStore,
 def test_large_files_take_the_copy_path(content: ContentStore, make_files: MakeFiles,
                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(folders, "SMALL_FILE", 1000)
+    monkeypatch.setattr(checkout_module, "_READ_WHOLE", 1000)
     big = os.urandom(50_000)
     src = make_files({"big.bin": big, "big-again.bin": big, "small": b"s"})
     info = version_folder(src, content)
@@ -379,7 +381,7 @@ def test_disk_full_while_checking_out_leaves_nothing(content: ContentStore,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     info = version_folder(make_files({f"d{i % 7}/f{i:03d}": os.urandom(50)
                                       for i in range(400)}), content)
-    monkeypatch.setattr(folders, "_link", _fail_after(200, folders._link))
+    monkeypatch.setattr(checkout_module, "_link", _fail_after(200, checkout_module._link))
     parent = tmp_path / "parent"
     parent.mkdir()
     with pytest.raises(StoreNotWritableError, match="no space left"):
@@ -387,7 +389,8 @@ def test_disk_full_while_checking_out_leaves_nothing(content: ContentStore,
     assert list(parent.iterdir()) == []  # neither the folder nor its hidden staging copy
     empty = tmp_path / "was-empty"
     empty.mkdir()
-    monkeypatch.setattr(folders, "_write_all", _fail_after(100, folders._write_all))
+    monkeypatch.setattr(checkout_module, "_write_all",
+                        _fail_after(100, checkout_module._write_all))
     with pytest.raises(StoreNotWritableError, match="no space left"):
         checkout(info.tree_digest, empty, content, writable=True)
     assert list(empty.iterdir()) == []

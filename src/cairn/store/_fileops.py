@@ -1,0 +1,144 @@
+"""Low-level file operations shared by folder versioning and checkout.
+
+Module functions (not methods) so that tests can make one fail: the modules using them
+import them by name, so a test patches the name in the module it exercises.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import time
+from collections.abc import Callable
+
+from blake3 import blake3
+
+from cairn.entities import Digest
+from cairn.errors import StoreNotWritableError
+
+Progress = Callable[[int, "int | None", int, "int | None"], None]
+
+_FICLONE = 0x40049409
+_NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+               errno.EPERM, errno.EBADF}
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 2
+    return max(2, min(16, cpus))
+
+
+class _Throttle:
+    """Calls the progress callback at most every 50 ms (and always for the final call)."""
+
+    def __init__(self, fn: Progress | None) -> None:
+        self.fn = fn
+        self.last = 0.0
+
+    def __call__(self, files: int, files_total: int | None, done: int,
+                 bytes_total: int | None, *, final: bool = False) -> None:
+        if self.fn is None:
+            return
+        now = time.monotonic()
+        if final or now - self.last >= 0.05:
+            self.last = now
+            self.fn(files, files_total, done, bytes_total)
+
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):  # rare: a signal or a full pipe; finish it off
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _copy_fd(src: int, dst: int) -> int:
+    """Copy the rest of ``src`` to ``dst`` in the kernel when it can; returns bytes."""
+    total = 0
+    try:
+        while n := os.copy_file_range(src, dst, 1 << 30):
+            total += n
+        return total
+    except OSError as exc:
+        if total or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                      errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    while chunk := os.read(src, 1 << 20):
+        _write_all(dst, chunk)
+        total += len(chunk)
+    return total
+
+
+def _reflink(src: int, dst: int) -> bool:
+    """Clone ``src`` into ``dst`` (FICLONE); False where the filesystem cannot."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(dst, _FICLONE, src)
+        return True
+    except OSError as exc:
+        if exc.errno in _NO_REFLINK:
+            return False
+        raise
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _syncfs(fd: int) -> None:
+    """Flush the filesystem holding ``fd`` (``syncfs``; ``sync`` where it is missing)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:  # pragma: no cover - no libc to load
+            os.sync()
+            return
+    syncfs = getattr(_libc, "syncfs", None)
+    if syncfs is None:  # pragma: no cover - not Linux
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages out (without waiting)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
+def _hash_path(path: str) -> Digest:
+    hasher = blake3(max_threads=blake3.AUTO)
+    hasher.update_mmap(path)
+    return hasher.hexdigest()
+
+
+def _store_error(exc: OSError, where: object) -> StoreNotWritableError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreNotWritableError(
+            f"no space left writing {where}: {exc.strerror or exc}",
+            "free some disk space (`cairn gc` removes unused blobs) and run it again",
+        )
+    return StoreNotWritableError(f"cannot write {where}: {exc.strerror or exc}",
+                                 "check the folder's permissions and free space")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
