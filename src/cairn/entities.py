@@ -160,7 +160,8 @@ class Execution:
     gpu_ids: tuple[int, ...] = ()
     stop_requested: bool = False
     log_digest: Digest | None = None
-    fingerprint: Digest | None = None  # what the result cache matches (code, step, inputs...)
+    fingerprint: Digest | None = None  # the result cache's key: step, parameters, inputs...
+    code_reads: dict[str, Digest] | None = None  # snapshot files it read; None: untraced
     metrics: dict[str, Any] = field(default_factory=dict)  # latest value per key
 
     @property

@@ -27,6 +27,14 @@ def test_reuse_matches_code_parameters_and_inputs(project: Path, cli, tmp_path: 
     assert "reused" in cli("run", "copy", "-q", "--reuse", "--input", f"data={data}")[2]
     assert _count(project) == 2
 
+    (project / "hello.py").write_text(
+        (project / "hello.py").read_text() + "\n# a change the copy step never reads\n")
+    assert "reused" in cli("run", "copy", "-q", "--reuse", "--input", f"data={data}")[2]
+    assert _count(project) == 2
+    with Client(project) as client:
+        reads = client.execution(2).code_reads
+        assert reads is not None and "copy_inputs.py" in reads and "hello.py" not in reads
+
     (project / "copy_inputs.py").write_text(
         (project / "copy_inputs.py").read_text() + "\n# one more line\n")  # code changed
     assert cli("run", "copy", "-q", "--reuse", "--input", f"data={data}")[0] == 0

@@ -68,6 +68,7 @@ HELP = {
     "data": "Datums: ls, show, get, alias, aliases, push, pull.",
     "dataset": "Dataset versions: add, ls, show, diff, checkout.",
     "lineage": "Where a datum, dataset version or execution came from, what used it.",
+    "pipeline": "Pipelines: cairn pipeline run NAME, ls, show, stop, resume.",
     "gc": "Remove blobs that nothing references (--dry-run first).",
     "store": "Blob store checks (cairn store verify).",
     "db": "Database maintenance (cairn db upgrade).",
@@ -92,6 +93,7 @@ _LAZY = {
     "dataset": ("cairn.cli.data_cmds", "dataset"),
     "lineage": ("cairn.cli.data_cmds", "lineage"),
     "gc": ("cairn.cli.data_cmds", "gc"),
+    "pipeline": ("cairn.cli.pipeline_cmds", "pipeline"),
     "store": ("cairn.cli.data_cmds", "store"),
 }
 

@@ -39,6 +39,7 @@ class Outcome:
     refused_outputs: list[str] = field(default_factory=list)
     log_digest: str | None = None
     metric_points: int = 0
+    code_reads: dict[str, str] | None = None  # snapshot files the step read (None: untraced)
 
 
 class Executor(abc.ABC):

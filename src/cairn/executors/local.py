@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from cairn.errors import InputError
 from cairn.executors.base import Executor, Outcome, Reporter, register_executor
+from cairn.runtime.codetrace import code_reads, trace_environment, traceable
 from cairn.runtime.inputs import materialize_inputs
 from cairn.runtime.metrics import MetricSink
 from cairn.runtime.output_metadata import apply_output_metadata
@@ -70,6 +71,9 @@ class LocalExecutor(Executor):
                 variables=execution.environment.get("step_variables", {}),
                 gpu_ids=allocation.gpu_ids,
             )
+            traced = execution.code is not None and traceable(execution.command)
+            if traced:
+                trace_environment(env, ws.root / "code-trace")
             sink = MetricSink(
                 lambda points: store.add_metrics(execution.id, points),
                 lambda values: store.set_metadata(execution.id, values),
@@ -89,6 +93,11 @@ class LocalExecutor(Executor):
                 )
             finally:
                 sink.close()
+            reads = None
+            if traced and execution.code is not None:
+                reads = code_reads(ws.root / "code-trace", execution.command,
+                                   ((e.path, e.digest)
+                                    for e in content.iter_tree(execution.code.tree_digest)))
             detail = result.detail
             if result.reason == "exited" and result.exit_code == 127:
                 detail = "a command was not found (exit 127)" + (
@@ -124,6 +133,7 @@ class LocalExecutor(Executor):
             refused_outputs=collected.refused,
             log_digest=log_digest,
             metric_points=sink.count,
+            code_reads=reads,
         )
 
 

@@ -43,6 +43,15 @@ class Snapshot:
 
     code: CodeSnapshot
     environment: dict[str, Any]
+    _index: Any = None
+
+    def code_index(self, ctx: Context) -> Any:
+        """Path → digest of the snapshot, for the result cache (read once, shared)."""
+        from cairn.orchestration.cache import CodeIndex
+
+        if self._index is None:
+            self._index = CodeIndex(ctx.content, self.code)
+        return self._index
 
     @classmethod
     def capture(cls, ctx: Context) -> Snapshot:
@@ -77,11 +86,12 @@ def create_or_reuse(
     node's step with its overrides); ``snapshot`` instead of capturing code and
     environment again.
     """
+    snapshot = snapshot or Snapshot.capture(ctx)
     new = prepare_execution(ctx, request, step=step, snapshot=snapshot)
     if request.reuse:
         from cairn.orchestration.cache import find_reusable
 
-        found = find_reusable(ctx.store, ctx.project_id, new.fingerprint or "")
+        found = find_reusable(ctx.store, ctx.project_id, new, snapshot.code_index(ctx))
         if found is not None:
             return found, True
     return _store_and_queue(ctx, new), False

@@ -149,6 +149,7 @@ class Scheduler:
         self.store.transition(
             execution_id, status, expect=ACTIVE_STATUSES, ended_at=now(),
             exit_code=outcome.exit_code, status_detail=detail, log_digest=outcome.log_digest,
+            code_reads=outcome.code_reads,
         )
 
     def crash(self, execution_id: str, detail: str) -> None:

@@ -382,8 +382,10 @@ class MetadataStore(abc.ABC):
 
     # -- result cache -----------------------------------------------------------------
     @abc.abstractmethod
-    def find_reusable(self, project_id: str, fingerprint: str) -> Execution | None:
-        """The newest ``complete`` execution of the project with this fingerprint, or None."""
+    def reuse_candidates(
+        self, project_id: str, fingerprint: str, *, limit: int = 20
+    ) -> list[Execution]:
+        """``complete`` executions of the project with this fingerprint, newest first."""
 
     # -- flows: pipeline runs and sweeps ----------------------------------------------
     @abc.abstractmethod

@@ -1196,24 +1196,27 @@ class MetadataStoreContract:
         self.make(store, project)
 
     # -- result cache -----------------------------------------------------------------
-    def test_find_reusable_takes_the_newest_complete(
+    def test_reuse_candidates_are_complete_newest_first(
         self, store: MetadataStore, project: Project
     ) -> None:
         fp = "f0" * 32
-        assert store.find_reusable(project.id, fp) is None
+        assert store.reuse_candidates(project.id, fp) == []
         failed = self.make(store, project, fingerprint=fp)
         store.transition(failed.id, Status.ERROR)
-        assert store.find_reusable(project.id, fp) is None
+        assert store.reuse_candidates(project.id, fp) == []
         first = self.make(store, project, fingerprint=fp)
-        self.finish(store, first)
+        self.finish(store, first, code_reads={"train.py": DIGEST})
         second = self.make(store, project, fingerprint=fp)
         self.finish(store, second)
         running = self.make(store, project, fingerprint=fp)
         store.transition(running.id, Status.RUNNING)
-        found = store.find_reusable(project.id, fp)
-        assert found is not None and found.id == second.id and found.fingerprint == fp
-        assert store.find_reusable(store.ensure_project("other").id, fp) is None
-        assert store.find_reusable(project.id, "0f" * 32) is None
+        found = store.reuse_candidates(project.id, fp)
+        assert [e.id for e in found] == [second.id, first.id]
+        assert found[0].fingerprint == fp and found[0].code_reads is None
+        assert found[1].code_reads == {"train.py": DIGEST}
+        assert [e.id for e in store.reuse_candidates(project.id, fp, limit=1)] == [second.id]
+        assert store.reuse_candidates(store.ensure_project("other").id, fp) == []
+        assert store.reuse_candidates(project.id, "0f" * 32) == []
 
     # -- flows ------------------------------------------------------------------------
     def make_flow(

@@ -117,6 +117,7 @@ def execution(
         stop_requested=bool(row.stop_requested),
         log_digest=row.log_digest,
         fingerprint=row.fingerprint,
+        code_reads=row.code_reads,
         metrics=metrics,
     )
 

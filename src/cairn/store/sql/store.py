@@ -73,6 +73,7 @@ TRANSITION_FIELDS = frozenset(
         "host",
         "pid",
         "log_digest",
+        "code_reads",
     }
 )
 _FINAL = [s.value for s in FINAL_STATUSES]
@@ -214,9 +215,11 @@ class SqlMetadataStore(
         )
 
     @translated
-    def find_reusable(self, project_id: str, fingerprint: str) -> Execution | None:
+    def reuse_candidates(
+        self, project_id: str, fingerprint: str, *, limit: int = 20
+    ) -> list[Execution]:
         with self._read() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 select(executions)
                 .where(
                     executions.c.project_id == project_id,
@@ -224,9 +227,9 @@ class SqlMetadataStore(
                     executions.c.status == Status.COMPLETE.value,
                 )
                 .order_by(executions.c.counter.desc())
-                .limit(1)
-            ).first()
-            return None if row is None else self._hydrate(conn, [row])[0]
+                .limit(limit)
+            ).all()
+            return self._hydrate(conn, rows)
 
     @translated
     def get_execution(self, project_id: str, ref: str | int) -> Execution:

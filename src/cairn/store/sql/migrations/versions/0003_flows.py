@@ -27,6 +27,7 @@ def _utc() -> sa.DateTime:
 
 def upgrade() -> None:
     op.add_column("executions", sa.Column("fingerprint", DIGEST, nullable=True))
+    op.add_column("executions", sa.Column("code_reads", sa.JSON, nullable=True))
     op.create_index("ix_executions_fingerprint", "executions", ["project_id", "fingerprint"])
     op.create_table(
         "flows",
@@ -80,3 +81,4 @@ def downgrade() -> None:
     op.drop_index("ix_executions_fingerprint", "executions")
     with op.batch_alter_table("executions") as batch:
         batch.drop_column("fingerprint")
+        batch.drop_column("code_reads")
