@@ -374,6 +374,10 @@ class PipelineRunner:
         self.snapshot: Snapshot | None = None
         self.halted: tuple[FlowStatus, str] | None = None
         self.failures: list[str] = []
+        self.attempts: dict[str, int] = {}
+        from cairn.orchestration.scheduler import local_capacity
+
+        self.slots = threading.Semaphore(max(1, int(local_capacity(ctx).resources.cpus)))
 
     # state ---------------------------------------------------------------------------
     def _state(self) -> dict[str, FlowNode]:
@@ -446,8 +450,7 @@ class PipelineRunner:
         return ready
 
     def _launch(self, name: str, node: FlowNode) -> None:
-        self._set(name, status=NodeStatus.RUNNING, attempts=node.attempts + 1, started_at=_now(),
-                  detail=None, execution_id=None)
+        self.attempts[name] = node.attempts + 1
         thread = threading.Thread(target=self._run_node, args=(name,), daemon=True,
                                   name=f"pipeline-node-{name}")
         self.running[name] = thread
@@ -477,11 +480,15 @@ class PipelineRunner:
                                  title=f"pipeline #{self.flow.counter} {self.flow.name}: {name}")
             execution, reused = create_or_reuse(self.ctx, request, step=step,
                                                 snapshot=self.snapshot)
-            self._set(name, execution_id=execution.id)
+            self._set(name, status=NodeStatus.RUNNING, attempts=self.attempts[name],
+                      started_at=_now(), detail=None, execution_id=execution.id)
             self.on_event(f"{name}: " + (f"reused #{execution.counter}" if reused
                                          else f"#{execution.counter} started"))
             if not reused:
-                execution = supervise(self.ctx, execution)
+                # At most as many supervisors wait for a slot as this machine has: the
+                # others wait here, not polling the database.
+                with self.slots:
+                    execution = supervise(self.ctx, execution)
             self.done.put(_Done(name, execution, reused=reused))
         except CairnError as exc:
             self.done.put(_Done(name, None, error=exc.message))
@@ -608,17 +615,19 @@ class PipelineRunner:
         else:
             status, detail = NodeStatus.ERROR, item.error or "it failed"
         state = self.flow.node(name)
+        attempts = self.attempts.get(name, state.attempts)
         self.on_event(f"{name}: {status} ({detail})")
         if self.halted is not None:  # stopping anyway: record and move on
-            self._set(name, status=status, detail=detail, ended_at=_now())
+            self._set(name, status=status, detail=detail, ended_at=_now(), attempts=attempts)
             return
         names = {"parameter": execution.parameters if execution else {},
                  "metadata": execution.metrics if execution else {}}
-        if node.on_error == "retry" and state.attempts <= int(self.flow.options.get("retries", 1)):
-            self._set(name, status=NodeStatus.PENDING, detail=f"retrying after: {detail}")
-            self.on_event(f"{name}: retrying (attempt {state.attempts + 1})")
+        if node.on_error == "retry" and attempts <= int(self.flow.options.get("retries", 1)):
+            self._set(name, status=NodeStatus.PENDING, attempts=attempts,
+                      detail=f"retrying after: {detail}")
+            self.on_event(f"{name}: retrying (attempt {attempts + 1})")
             return
-        self._set(name, status=status, detail=detail, ended_at=_now())
+        self._set(name, status=status, detail=detail, ended_at=_now(), attempts=attempts)
         halt = self._actions(name, "node-error", names)
         if halt is not None:
             self._halt(*halt)
