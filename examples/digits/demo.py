@@ -41,6 +41,9 @@ def main() -> int:
     trains = client.executions(step="train", limit=2)
     cairn("compare", *[str(t.counter) for t in reversed(trains)])
     cairn("lineage", model)
+    # The same work as one pipeline, with the result cache: nodes whose code, parameters,
+    # inputs and packages match a completed execution reuse it instead of running again.
+    cairn("pipeline", "run", "digits", "--train.epochs=8", "--reuse")
     client.close()
     print("\nEverything above is recorded in examples/digits/.cairn/. Try:"
           "\n  cd examples/digits && cairn show 2 && cairn metrics 2 && cairn rerun 1")
