@@ -69,6 +69,7 @@ HELP = {
     "dataset": "Dataset versions: add, ls, show, diff, checkout.",
     "lineage": "Where a datum, dataset version or execution came from, what used it.",
     "pipeline": "Pipelines: cairn pipeline run NAME, ls, show, stop, resume.",
+    "task": "Sweeps: cairn task run TASK|STEP, ls, show, stop.",
     "gc": "Remove blobs that nothing references (--dry-run first).",
     "store": "Blob store checks (cairn store verify).",
     "db": "Database maintenance (cairn db upgrade).",
@@ -95,6 +96,7 @@ _LAZY = {
     "gc": ("cairn.cli.data_cmds", "gc"),
     "pipeline": ("cairn.cli.pipeline_cmds", "pipeline"),
     "store": ("cairn.cli.data_cmds", "store"),
+    "task": ("cairn.cli.task_cmds", "task"),
 }
 
 
