@@ -446,3 +446,44 @@ def test_stop_a_detached_pipeline(pipes: Path, cli) -> None:  # noqa: ANN001
     wait_for(lambda: flow(pipes).status.value == "stopped", timeout=30, what="stopped")
     assert statuses(pipes) == {"quick": "complete", "slow": "stopped", "last": "skipped"}
     time.sleep(0.2)
+
+
+TASK_NODE = """\
+- task:
+    name: sizes
+    step: make
+    type: grid_search
+    optimization-target-metric: score
+    parameters:
+      - name: size
+        style: multiple
+        rules: {items: [2, 4, 3]}
+- pipeline:
+    name: sweep-then-use
+    nodes:
+      - {name: search, type: task, task: sizes}
+      - {name: use-best, type: execution, step: use}
+    edges:
+      - [search.output.data.txt, use-best.input.data]
+      - [search.parameter.rate, use-best.parameter.lr]
+"""
+
+
+def test_a_task_node_sweeps_and_passes_on_its_best_trial(pipes: Path, cli) -> None:  # noqa: ANN001
+    write_project(pipes, TASK_NODE)
+    code, _, err = cli("pipeline", "run", "sweep-then-use", "--search.rate=0.75")
+    assert code == 0, err
+    node = flow(pipes).node("search")
+    assert node.status.value == "complete" and node.child_flow_id
+    ctx = Context.load(pipes)
+    try:
+        sweep = ctx.store.get_flow(ctx.project_id, "task", node.child_flow_id)
+    finally:
+        ctx.close()
+    assert sorted(n.parameters["size"] for n in sweep.nodes) == [2, 3, 4]
+    assert all(n.parameters["rate"] == 0.75 for n in sweep.nodes)  # fixed by the pipeline
+    best = execution_of(pipes, "search")
+    assert best.parameters["size"] == 4  # the highest score
+    use = execution_of(pipes, "use-best")
+    assert use.parameters["lr"] == 0.75
+    assert [f.size for f in use.inputs] == [4]  # the best trial's output

@@ -284,7 +284,9 @@ def stop_pipeline(ctx: Context, ref: str | int) -> Flow:
     ctx.store.request_flow_stop(flow.id)
     scheduler = Scheduler(ctx)
     for node in flow.nodes:
-        if node.status == NodeStatus.RUNNING and node.execution_id:
+        if node.status == NodeStatus.RUNNING and node.child_flow_id:
+            ctx.store.request_flow_stop(node.child_flow_id)
+        elif node.status == NodeStatus.RUNNING and node.execution_id:
             execution = ctx.store.get_execution(ctx.project_id, node.execution_id)
             if not execution.status.is_final:
                 scheduler.stop(execution)
@@ -467,7 +469,7 @@ class PipelineRunner:
                                     "does not serve models yet"))
                 return
             if node.type == "task":
-                self.done.put(_Done(name, None, error=self._run_task_node(name)))
+                self.done.put(self._run_task_node(name))
                 return
             step = Step.from_dict(self.flow.definition["steps"][name])
             parameters, inputs = self._values_for(name, step)
@@ -495,15 +497,39 @@ class PipelineRunner:
         except Exception as exc:  # noqa: BLE001 - a node's failure must not kill the driver
             self.done.put(_Done(name, None, error=f"cairn failed to run it: {exc!r}"))
 
-    def _run_task_node(self, name: str) -> str | None:
-        try:
-            from cairn.orchestration import sweeps
-        except ImportError:
-            return "task nodes need cairn's sweeps module"
-        run_node = getattr(sweeps, "run_pipeline_task_node", None)
-        if run_node is None:
-            return "task nodes are not supported by this cairn yet"
-        return run_node(self, name)
+    def _run_task_node(self, name: str) -> _Done:
+        """A sweep over the node's step; its best trial stands for the node downstream.
+
+        Values the node gets (pipeline parameters, edges) are fixed in the sweep; a list
+        (say, list-valued metadata) becomes a ``multiple`` variant: one trial per item.
+        """
+        from cairn.orchestration import sweeps
+        from cairn.project import Step
+        from cairn.project.blueprints import Task, VariantParameter
+
+        step = Step.from_dict(self.flow.definition["steps"][name])
+        parameters, inputs = self._values_for(name, step)
+        task = Task.from_dict(self.flow.definition["tasks"][name])
+        spec = sweeps.SweepSpec.from_task(task)
+        fixed = [VariantParameter(k, "multiple", {"items": list(v)}) if isinstance(v, list)
+                 else VariantParameter(k, "single", {"value": v}) for k, v in parameters.items()]
+        spec.variants = [v for v in spec.variants if v.name not in parameters] + fixed
+        spec.inputs = {**spec.inputs, **inputs}
+        spec.reuse = spec.reuse or bool(self.flow.options.get("reuse"))
+        child, snapshot = sweeps.create_sweep(self.ctx, spec)
+        self._set(name, status=NodeStatus.RUNNING, attempts=self.attempts[name],
+                  started_at=_now(), detail=None, child_flow_id=child.id)
+        self.on_event(f"{name}: task #{child.counter} started")
+        final = sweeps.run_sweep(self.ctx, child, snapshot=snapshot)
+        best = (final.result or {}).get("best") or {}
+        execution = (self.store.get_execution(self.flow.project_id, best["execution_id"])
+                     if best.get("execution_id") else None)
+        if execution is not None:
+            self._set(name, execution_id=execution.id)
+        if final.status != FlowStatus.COMPLETE or execution is None:
+            return _Done(name, None, error=f"task #{final.counter} {final.status}"
+                         + (f": {final.status_detail}" if final.status_detail else ""))
+        return _Done(name, execution)
 
     def _values_for(self, name: str, step: Step) -> tuple[dict[str, Any], dict[str, list[str]]]:
         """The node's parameters and inputs, with what its edges carry from upstream."""
@@ -660,6 +686,9 @@ class PipelineRunner:
     def _stop_running(self) -> None:
         scheduler = Scheduler(self.ctx)
         for node in self._state().values():
+            if node.status == NodeStatus.RUNNING and node.child_flow_id:
+                self.store.request_flow_stop(node.child_flow_id)  # a sweep: its driver stops
+                continue
             if node.status == NodeStatus.RUNNING and node.execution_id:
                 execution = self.store.get_execution(self.flow.project_id, node.execution_id)
                 if not execution.status.is_final:
