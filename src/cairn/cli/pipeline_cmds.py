@@ -192,11 +192,10 @@ def show(ref: str, fmt: str) -> None:
 
 
 def _executions(ctx: Context, flow: Flow) -> dict[str, Any]:
-    out = {}
-    for node in flow.nodes:
-        if node.execution_id:
-            out[node.name] = ctx.store.get_execution(ctx.project_id, node.execution_id)
-    return out
+    ids = [n.execution_id for n in flow.nodes if n.execution_id]
+    by_id = {e.id: e for e in ctx.store.get_executions(ctx.project_id, ids)}
+    return {n.name: by_id[n.execution_id] for n in flow.nodes
+            if n.execution_id and n.execution_id in by_id}
 
 
 def _as_json(ctx: Context, flow: Flow) -> dict[str, Any]:

@@ -19,8 +19,9 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -380,14 +381,29 @@ class PipelineRunner:
         from cairn.orchestration.scheduler import local_capacity
 
         self.slots = threading.Semaphore(max(1, int(local_capacity(ctx).resources.cpus)))
+        self.lock = threading.Lock()
+        self.nodes_state = {n.name: n for n in flow.nodes}
+        self.stop_checked = 0.0
 
     # state ---------------------------------------------------------------------------
+    # The driver is the only writer of its nodes while it runs, so it keeps them in memory
+    # and writes each change through; the database is read again only for a stop request.
     def _state(self) -> dict[str, FlowNode]:
-        self.flow = self.store.get_flow(self.flow.project_id, KIND, self.flow.id)
-        return {n.name: n for n in self.flow.nodes}
+        with self.lock:
+            return dict(self.nodes_state)
 
     def _set(self, name: str, **fields: Any) -> None:
         self.store.update_flow_node(self.flow.id, name, **fields)
+        with self.lock:
+            self.nodes_state[name] = replace(self.nodes_state[name], **fields)
+
+    def _stop_requested(self) -> bool:
+        now = time.monotonic()
+        if now - self.stop_checked < 0.2:
+            return False
+        self.stop_checked = now
+        return self.store.get_flow(self.flow.project_id, KIND, self.flow.id,
+                                   with_nodes=False).stop_requested
 
     def run(self) -> Flow:
         from cairn.orchestration.runs import Snapshot
@@ -413,7 +429,7 @@ class PipelineRunner:
         stopping = False
         while True:
             state = self._state()
-            if not stopping and (self.flow.stop_requested or interrupted()):
+            if not stopping and (interrupted() or self._stop_requested()):
                 stopping = True
                 self.halted = self.halted or (FlowStatus.STOPPED, "stopped on request")
                 self._stop_running()
@@ -482,8 +498,9 @@ class PipelineRunner:
                                  title=f"pipeline #{self.flow.counter} {self.flow.name}: {name}")
             execution, reused = create_or_reuse(self.ctx, request, step=step,
                                                 snapshot=self.snapshot)
-            self._set(name, status=NodeStatus.RUNNING, attempts=self.attempts[name],
-                      started_at=_now(), detail=None, execution_id=execution.id)
+            if not reused:  # a reused one is written once, when settled
+                self._set(name, status=NodeStatus.RUNNING, attempts=self.attempts[name],
+                          started_at=_now(), detail=None, execution_id=execution.id)
             self.on_event(f"{name}: " + (f"reused #{execution.counter}" if reused
                                          else f"#{execution.counter} started"))
             if not reused:
@@ -580,7 +597,7 @@ class PipelineRunner:
         return parameters, inputs
 
     def _source_execution(self, node: str) -> Execution | None:
-        state = self.flow.node(node)
+        state = self._state()[node]
         if state.execution_id is None:
             return None
         return self.store.get_execution(self.flow.project_id, state.execution_id)
@@ -625,8 +642,13 @@ class PipelineRunner:
             return
         if execution is not None and execution.status == Status.COMPLETE:
             status = NodeStatus.REUSED if item.reused else NodeStatus.COMPLETE
-            self._set(name, status=status, ended_at=_now(),
-                      detail=f"reused #{execution.counter}" if item.reused else None)
+            if item.reused:
+                at = _now()
+                self._set(name, status=status, attempts=self.attempts[name], started_at=at,
+                          ended_at=at, execution_id=execution.id,
+                          detail=f"reused #{execution.counter}")
+            else:
+                self._set(name, status=status, ended_at=_now(), detail=None)
             if not item.reused:
                 self.on_event(f"{name}: {status} (#{execution.counter})")
             halt = self._actions(name, "node-complete", {"parameter": execution.parameters,
@@ -640,7 +662,7 @@ class PipelineRunner:
             detail = f"#{execution.counter} {execution.status}: {execution.status_detail or ''}".rstrip(": ")
         else:
             status, detail = NodeStatus.ERROR, item.error or "it failed"
-        state = self.flow.node(name)
+        state = self._state()[name]
         attempts = self.attempts.get(name, state.attempts)
         self.on_event(f"{name}: {status} ({detail})")
         if self.halted is not None:  # stopping anyway: record and move on

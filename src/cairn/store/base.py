@@ -122,6 +122,11 @@ class MetadataStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def get_executions(self, project_id: str, ids: Iterable[str]) -> list[Execution]:
+        """The executions of the project with these ids, in the order given; unknown ids
+        are left out. Batched: one round of queries however many ids."""
+
+    @abc.abstractmethod
     def list_executions(
         self,
         project_id: str,
@@ -397,8 +402,11 @@ class MetadataStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_flow(self, project_id: str, kind: str, ref: str | int) -> Flow:
-        """A flow with its nodes by counter (``3``, ``"#3"``), full id or id prefix."""
+    def get_flow(
+        self, project_id: str, kind: str, ref: str | int, *, with_nodes: bool = True
+    ) -> Flow:
+        """A flow by counter (``3``, ``"#3"``), full id or id prefix; its nodes unless
+        ``with_nodes`` is false (then ``nodes`` is empty: a cheap poll of its status)."""
 
     @abc.abstractmethod
     def list_flows(

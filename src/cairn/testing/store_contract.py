@@ -1319,3 +1319,19 @@ class MetadataStoreContract:
         assert [(f.id, name) for f, name in store.flows_of_execution(execution.id)] == [
             (flow.id, "2")]
         assert store.flows_of_execution(self.make(store, project).id) == []
+
+    def test_get_executions_in_order_and_only_of_the_project(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        made = [self.make(store, project) for _ in range(3)]
+        other = self.make(store, store.ensure_project("other"))
+        ids = [made[2].id, made[0].id, other.id, str(uuid.uuid4()), made[2].id]
+        got = store.get_executions(project.id, ids)
+        assert [e.id for e in got] == [made[2].id, made[0].id]
+        assert store.get_executions(project.id, []) == []
+
+    def test_get_flow_without_nodes(self, store: MetadataStore, project: Project) -> None:
+        flow = self.make_flow(store, project)
+        store.request_flow_stop(flow.id)
+        light = store.get_flow(project.id, "pipeline", flow.id, with_nodes=False)
+        assert light.nodes == () and light.stop_requested and light.counter == flow.counter

@@ -102,9 +102,13 @@ class FlowParts(SqlStoreCore):
         )
 
     @translated
-    def get_flow(self, project_id: str, kind: str, ref: str | int) -> Flow:
+    def get_flow(
+        self, project_id: str, kind: str, ref: str | int, *, with_nodes: bool = True
+    ) -> Flow:
         with self._read() as conn:
             row = self._find_flow(conn, project_id, kind, ref)
+            if not with_nodes:
+                return convert.flow(row, ())
             return self._flows_with_nodes(conn, [row])[0]
 
     def _find_flow(self, conn: Connection, project_id: str, kind: str, ref: str | int) -> Row[Any]:

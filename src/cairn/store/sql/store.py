@@ -36,7 +36,7 @@ from cairn.entities import (
 from cairn.errors import NotFoundError
 from cairn.store.base import Allocation, MetadataStore, NewExecution
 from cairn.store.sql import convert, queries, schema
-from cairn.store.sql.core import MIN_PREFIX, SqlStoreCore, no_execution, now, translated
+from cairn.store.sql.core import MIN_PREFIX, SqlStoreCore, chunks, no_execution, now, translated
 from cairn.store.sql.datasets import DatasetParts
 from cairn.store.sql.datums import DatumParts
 from cairn.store.sql.flows import FlowParts
@@ -230,6 +230,17 @@ class SqlMetadataStore(
                 .limit(limit)
             ).all()
             return self._hydrate(conn, rows)
+
+    @translated
+    def get_executions(self, project_id: str, ids: Iterable[str]) -> list[Execution]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, Row[Any]] = {}
+        with self._read() as conn:
+            for chunk in chunks(wanted):
+                for row in conn.execute(select(executions).where(executions.c.id.in_(chunk))):
+                    if row.project_id == project_id:
+                        found[row.id] = row
+            return self._hydrate(conn, [found[i] for i in wanted if i in found])
 
     @translated
     def get_execution(self, project_id: str, ref: str | int) -> Execution:
