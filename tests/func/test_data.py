@@ -291,3 +291,25 @@ def test_verify_reports_corruption_and_steps_never_get_corrupt_inputs(
     code, out, err = cli("run", "read", "--input", "data=datum://latest-model")
     assert code == 1
     assert "model.bin" in err and "corrupt" in err
+
+
+def test_dataset_add_link_makes_the_folder_read_only_and_catches_edits(
+        data_project: Path, cli, tmp_path: Path) -> None:  # noqa: ANN001
+    folder = make_folder(tmp_path / "imgs", {"a/1.txt": "one", "b/2.txt": "two"})
+    past = os.stat(folder).st_mtime - 3600  # out of the racy window, like a real dataset
+    for name in ("a/1.txt", "b/2.txt"):
+        os.utime(folder / name, (past, past))
+    code, _, err = cli("dataset", "add", "pics", str(folder), "--link")
+    assert code == 0, err
+    for name in ("a/1.txt", "b/2.txt"):
+        st = (folder / name).stat()
+        assert not st.st_mode & 0o222 and st.st_nlink == 2  # read-only, shared with the store
+    dest = tmp_path / "co"
+    assert cli("dataset", "checkout", "pics/v1", str(dest))[0] == 0
+    assert (dest / "a" / "1.txt").read_text() == "one"
+    os.chmod(folder / "b" / "2.txt", 0o644)
+    (folder / "b" / "2.txt").write_text("TWO")  # an edit in place: the stored version too
+    code, _, err = cli("dataset", "checkout", "pics/v1", str(tmp_path / "co2"))
+    assert code != 0 and "corrupt" in err and "--link" in err
+    code, out, _ = cli("store", "verify")
+    assert code == 1

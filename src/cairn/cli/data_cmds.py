@@ -263,13 +263,21 @@ def _split(ref: str) -> tuple[str, str]:
 @click.argument("name")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--version", "version", help="Version name (default: the next vN).")
-def dataset_add(name: str, folder: str, version: str | None) -> None:
-    """Version FOLDER as a new version of dataset NAME."""
+@click.option("--link", is_flag=True,
+              help="Hardlink the files into the store instead of copying them (much faster "
+                   "for many files, no extra space). The files in FOLDER are made "
+                   "read-only and become the stored version: do not edit them in place "
+                   "(an edit is detected when the version is read, and the version is "
+                   "then unusable). Executables, files just modified and files on another "
+                   "filesystem are copied.")
+def dataset_add(name: str, folder: str, version: str | None, link: bool) -> None:
+    """Version FOLDER as a new version of dataset NAME (its files are copied, or with
+    --link hardlinked and made read-only)."""
     from cairn.orchestration.datasets import add_folder
 
     ctx = _ctx()
     with ProgressBar(f"adding {folder}") as bar:
-        v = add_folder(ctx, name, Path(folder), version=version, progress=bar)
+        v = add_folder(ctx, name, Path(folder), version=version, progress=bar, link=link)
         bar.close(f"{v.uri}: {v.file_count:,} files, {render.size(v.size)}")
 
 

@@ -19,8 +19,12 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int | None, int, int | None], None]
 
 def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = None,
-               progress: Progress | None = None) -> DatasetVersion:
-    """Version a folder as ``dataset://name/version`` (next vN when not named)."""
+               progress: Progress | None = None, link: bool = False) -> DatasetVersion:
+    """Version a folder as ``dataset://name/version`` (next vN when not named).
+
+    ``link`` hardlinks the files into the store instead of copying them, making the
+    originals read-only (see :func:`cairn.store.folders.version_folder`).
+    """
     from cairn.store.folders import version_folder
     from cairn.store.hashcache import HashCache
 
@@ -28,13 +32,14 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
     _check_name_early(store, ctx.project_id, name, version)
     version = version or store.next_version_name(ctx.project_id, name)
     with HashCache(ctx.settings.cache_dir / "hashes") as cache:
-        info = version_folder(folder, ctx.content, progress=progress, hash_cache=cache)
+        info = version_folder(folder, ctx.content, progress=progress, hash_cache=cache,
+                              link=link)
     latest = _latest(store, ctx.project_id, name)
     return store.create_dataset_version(
         ctx.project_id, name, version, tree_digest=info.tree_digest,
         file_count=info.file_count, size=info.size, source="upload",
         from_version=latest.version if latest else None,
-        metadata={"folder": str(folder.resolve())},
+        metadata={"folder": str(folder.resolve()), **({"linked": True} if link else {})},
     )
 
 

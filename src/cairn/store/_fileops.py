@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -123,6 +124,15 @@ def _start_writeback(fd: int) -> None:
 def _hash_path(path: str) -> Digest:
     hasher = blake3(max_threads=blake3.AUTO)
     hasher.update_mmap(path)
+    return hasher.hexdigest()
+
+
+def _hash_fd(fd: int, size: int) -> Digest:
+    """BLAKE3 of an open file's first ``size`` bytes, mapped and hashed by several threads."""
+    hasher = blake3(max_threads=blake3.AUTO)
+    if size:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+            hasher.update(mapped)
     return hasher.hexdigest()
 
 

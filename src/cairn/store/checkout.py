@@ -4,9 +4,12 @@ Checking out (:func:`checkout`)
     Read-only checkouts hardlink the store's read-only blobs when the destination is on
     the store's filesystem (executable files are copied instead, since a link shares the
     blob's mode). Such files *are* the store's blobs: they are read-only (mode 0444), but
-    ``chmod`` on one, or root writing to it, changes the blob. ``writable=True`` gives
-    private copies: reflinks where supported, else
-    copies verified against their digest. A destination that is absent is built in a
+    ``chmod`` on one, or root writing to it, changes the blob; so does editing an
+    original versioned with ``link=True``. A blob is written before any tree that names
+    it and never again, so one whose mtime is newer than the tree manifest's has been
+    modified: it is verified (hashed) before it is linked, and ``CorruptBlobError`` is
+    raised rather than a changed blob handed out. ``writable=True`` gives private
+    copies: reflinks where supported, else copies verified against their digest. A destination that is absent is built in a
     hidden sibling folder and renamed into place at the end, so it appears complete or
     not at all; a destination that exists must be empty unless ``force``. Paths are
     validated when the manifest is read, and with ``force`` an existing symlink on the
@@ -89,7 +92,8 @@ def _compile_globs(glob: str | Sequence[str] | None) -> Callable[[str], bool] | 
 class _Placer:
     """Places blobs at paths under a folder by hardlink, reflink or verified copy."""
 
-    def __init__(self, content: ContentStore, work: str, *, writable: bool) -> None:
+    def __init__(self, content: ContentStore, work: str, *, writable: bool,
+                 tree: Digest | None = None) -> None:
         self.content = content
         self.blobs = content.blobs
         self.work = work
@@ -105,6 +109,16 @@ class _Placer:
         self.link = same_fs and not writable
         self.reflink: bool | None = None if (same_fs and writable) else False
         self.methods: set[str] = set()
+        # A blob is written before any tree naming it, and never again: one modified
+        # since (an original versioned by link and edited, a chmod + write) has a newer
+        # mtime than the tree's, and is verified before it is linked.
+        self.written_by_ns: int | None = None
+        if self.link and tree is not None:
+            manifest = self._blob(tree)
+            try:
+                self.written_by_ns = os.stat(manifest).st_mtime_ns if manifest else None
+            except FileNotFoundError:
+                self.written_by_ns = None
 
     def _blob(self, digest: Digest) -> str | None:
         if self.objects is not None:
@@ -140,10 +154,14 @@ class _Placer:
             if src is not None:
                 try:
                     _link(src, dest)
-                    return "hardlink"
                 except OSError as exc:
                     if exc.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM):
                         raise
+                else:
+                    written_by = self.written_by_ns
+                    if written_by is None or os.lstat(dest).st_mtime_ns > written_by:
+                        self._check(dest, digest, _hash_path(dest), hint=_EDITED)
+                    return "hardlink"
         return self._copy(dest, digest, size, executable)
 
     def _create(self, dest: str, data: bytes, mode: int) -> None:
@@ -196,14 +214,20 @@ class _Placer:
         self._check(dest, digest, _hash_path(dest))
         return "copy"
 
-    def _check(self, dest: str, digest: Digest, actual: Digest, *, written: bool = True) -> None:
+    def _check(self, dest: str, digest: Digest, actual: Digest, *, written: bool = True,
+               hint: str = "restore it from a backup or re-create the version from its "
+                           "source") -> None:
         if actual != digest:
             if written:
                 _unlink(dest)
             raise CorruptBlobError(
                 f"blob {digest[:12]} is corrupt: its bytes no longer match its digest",
-                "restore it from a backup or re-create the version from its source",
-            )
+                hint)
+
+
+_EDITED = ("it was modified in place after it was stored (a file versioned with --link "
+           "and then edited?); restore it from a backup or re-create the version from "
+           "its source")
 
 
 def _open_new(dest: str, mode: int) -> int:
@@ -304,7 +328,7 @@ def checkout(
         raise _store_error(exc, dest) from exc
     totals = content.tree_totals(tree_digest) if match is None else None
     files_total, bytes_total = totals if totals is not None else (None, None)
-    placer = _Placer(content, work, writable=writable)
+    placer = _Placer(content, work, writable=writable, tree=tree_digest)
     folders = _Folders(work)
     throttle = _Throttle(progress)
     n = workers or _default_workers()

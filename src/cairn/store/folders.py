@@ -6,13 +6,12 @@ Versioning (:func:`version_folder`)
     The folder is walked iteratively with ``os.scandir`` in the manifest's sort order, so
     the manifest streams to disk as files are done and memory stays flat. The walking
     thread stats each file and answers unchanged ones from the hash cache; the others are
-    read, hashed (BLAKE3) and stored by a thread pool. Each file is *copied* into the store —
-    by reflink (``FICLONE``) where the filesystem can, else by ``copy_file_range`` or by
-    writing the bytes read for hashing — and never hardlinked: a user who later edits the
-    file in place would silently corrupt the blob. What is stored is exactly what was
-    hashed (small files are hashed from the bytes written; large files are copied first
-    and the copy is hashed), so a file changing under the walk can never give a blob
-    that does not match its name.
+    read, hashed (BLAKE3) and stored by a thread pool. By default each file is *copied* into
+    the store — by reflink (``FICLONE``) where the filesystem can, else by
+    ``copy_file_range`` or by writing the bytes read for hashing. What is stored is
+    exactly what was hashed (small files are hashed from the bytes written; large files
+    are copied first and the copy is hashed), so a file changing under the walk can never
+    give a blob that does not match its name.
 
     Symlinks are **skipped**, as are sockets, FIFOs and devices: following them could
     leave the folder or loop, and a dataset is its regular files. They are listed in
@@ -31,6 +30,21 @@ Durability without an fsync per file
     error or a crash leaves no tree, only complete blobs (garbage for ``gc``); an error
     leaves no temp files (a crash can leave ``tmp/ingest-*`` behind, for ``gc``).
 
+Link mode (``version_folder(link=True)``, ``cairn dataset add --link``)
+    Copying is most of the cost of versioning many small files (a file created and
+    written per file). With ``link=True`` the files are *hardlinked* into the store
+    instead, like DVC's ``hardlink`` cache type with protected files: **each original is
+    made read-only** (its write bits are dropped) and from then on *is* the store's blob,
+    sharing its inode. Editing an original in place (after a ``chmod``; root can write
+    anyway) would change the blob: such a change is caught when the blob is read —
+    checkouts verify a blob whose mtime is newer than its tree's, copies and step inputs
+    are always verified — and raises ``CorruptBlobError``, never handing the edited bytes
+    out as the version. Editors that save by writing a new file and renaming it over the
+    old one leave the blob alone. Files that cannot be shared safely are copied as usual:
+    executables, files of other users that are still writable, files on another
+    filesystem than the store, and files modified within the racy window (2 s) before the
+    walk. See :class:`_Linker` for how durability holds without a sync per file.
+
 Progress
     ``progress(files_done, files_total, bytes_done, bytes_total)`` (totals may be None),
     called at most 20 times a second and once at the end.
@@ -38,6 +52,7 @@ Progress
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -60,6 +75,7 @@ from cairn.store._fileops import (
     Progress,
     _copy_fd,
     _default_workers,
+    _hash_fd,
     _hash_path,
     _reflink,
     _start_writeback,
@@ -72,7 +88,7 @@ from cairn.store._fileops import (
 from cairn.store.blobs import LocalBlobStore
 from cairn.store.cas import ContentStore, TreeInfo, path_problem
 from cairn.store.checkout import CheckoutInfo, checkout
-from cairn.store.hashcache import CacheScan, HashCache, StatKey
+from cairn.store.hashcache import RACY_WINDOW_NS, CacheScan, HashCache, StatKey
 
 __all__ = [
     "CheckoutInfo",
@@ -157,6 +173,10 @@ class _Stager:
 
     def ready(self, tmp: str, digest: Digest, size: int) -> None:  # pragma: no cover
         raise AssertionError("the generic stager stages nothing")
+
+    def linker(self, racy_before_ns: int) -> _Linker | None:
+        """What links files into the store (``link=True``), or None where it cannot."""
+        return None
 
     def finish(self) -> None:
         pass
@@ -312,13 +332,18 @@ class _LocalStager(_Stager):
                 os.makedirs(f"{self.objects}/{shard}", exist_ok=True)
                 self._shards.add(shard)
             os.replace(tmp, self._final(digest))
-            names = self._listed.get(shard)
-            if names is not None:
-                if len(names) < _LIST_SHARD_NAMES:
-                    names.add(digest[2:])
-                else:  # bounded memory: ask the filesystem for this shard from now on
-                    self._listed[shard] = None
+            self._stored_now(digest)
             self._staged.pop(digest, None)  # after the name is known: never seen as absent
+
+    def _stored_now(self, digest: Digest) -> None:
+        """Note that ``digest`` now has its final name (in a listed shard's names)."""
+        shard = digest[:2]
+        names = self._listed.get(shard)
+        if names is not None:
+            if len(names) < _LIST_SHARD_NAMES:
+                names.add(digest[2:])
+            else:  # bounded memory: ask the filesystem for this shard from now on
+                self._listed[shard] = None
 
     def finish(self) -> None:
         self._submit()
@@ -339,11 +364,132 @@ class _LocalStager(_Stager):
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self._staged.clear()
 
+    def linker(self, racy_before_ns: int) -> _Linker | None:
+        return _Linker(self, racy_before_ns)
+
     def _close(self) -> None:
         self._committer.shutdown(wait=True)
         if self._sync_fd >= 0:
             os.close(self._sync_fd)
             self._sync_fd = -1
+
+
+class _LinkedKey(tuple):  # type: ignore[type-arg]
+    """The stat key of a file the linker stored: its mtime is old (not racy), its ctime
+    may be the linker's own (the chmod, the link), just now."""
+
+
+class _Linker:
+    """Versions files by hardlinking them into the store (``version_folder(link=True)``).
+
+    A file is made read-only (its write bits dropped, through the open descriptor), read
+    and hashed, then hardlinked to its final name; the link is checked to be the same
+    inode with the same size and mtime as what was hashed, else the name is removed and
+    ``InputError`` raised (no version is stored).
+
+    Durability needs no sync per file: only files last modified before
+    ``racy_before_ns`` (the walk's start less the racy window) are linked, and one
+    ``syncfs`` when the linker starts puts every such file's bytes on disk. A file
+    written after that sync has a newer mtime, which the check after linking sees. So a
+    name in the store never points at bytes that were not on disk, or that did not hash
+    to it, when it appeared.
+
+    Only files that can safely share their inode with the store are linked: regular,
+    non-executable (a link shares the mode, and checkouts copy executables anyway),
+    owned by the user (or already read-only), on the store's filesystem, and not
+    modified within the racy window (a write in the same timestamp tick as the hash
+    could go unseen). The others are copied as usual.
+    """
+
+    def __init__(self, stager: _LocalStager, racy_before_ns: int) -> None:
+        self.stager = stager
+        self.dev = os.stat(stager.objects).st_dev
+        self.racy_before_ns = racy_before_ns
+        _syncfs(stager._sync_fd)  # after the walk started: see the class doc
+
+    def may_link(self, key: StatKey, executable: bool) -> bool:
+        return not executable and key[1] < self.racy_before_ns
+
+    def store(self, path: str) -> tuple[Digest, int, StatKey] | None:
+        """Store ``path`` by link: (digest, size, its stat key now); None: copy it instead."""
+        hashed = self._hash(path)
+        if hashed is None:
+            return None
+        digest, st, key = hashed
+        stager = self.stager
+        if not stager._claim(digest, path):
+            return digest, st.st_size, key  # stored already (or by another file of the walk)
+        try:
+            linked = self._link(path, digest, st)
+        finally:
+            stager._staged.pop(digest, None)
+        if linked is None:  # cannot be linked (not the owner, too many links): copy it
+            return None
+        return digest, st.st_size, linked if linked is not _EXISTS else key
+
+    def _hash(self, path: str) -> tuple[Digest, os.stat_result, StatKey] | None:
+        try:
+            fd = _open_source(path)
+        except OSError as exc:
+            raise _read_error(path, exc) from exc
+        try:
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if (st.st_dev != self.dev or not stat.S_ISREG(st.st_mode) or mode & 0o111
+                    or st.st_mtime_ns >= self.racy_before_ns):
+                return None
+            after = st
+            if mode & 0o222:
+                try:
+                    os.fchmod(fd, mode & ~0o222)
+                except PermissionError:  # not the owner: it cannot be protected
+                    return None
+                after = os.fstat(fd)
+            if st.st_size <= SMALL_FILE:
+                data = os.read(fd, st.st_size + 1)
+                if len(data) != st.st_size:
+                    return None  # changing as we read it: the copy path takes what it reads
+                digest = blake3(data).hexdigest()
+            else:
+                digest = _hash_fd(fd, st.st_size)
+        except OSError as exc:
+            raise _read_error(path, exc) from exc
+        finally:
+            os.close(fd)
+        return digest, st, _LinkedKey(
+            (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns))
+
+    def _link(self, path: str, digest: Digest, st: os.stat_result) -> _LinkedKey | object | None:
+        """Link ``path`` as ``digest``'s blob: its key now, ``_EXISTS``, or None (cannot)."""
+        stager = self.stager
+        final = stager._final(digest)
+        shard = digest[:2]
+        if shard not in stager._shards:
+            os.makedirs(f"{stager.objects}/{shard}", exist_ok=True)
+            stager._shards.add(shard)
+        try:
+            os.link(path, final, follow_symlinks=False)
+        except FileExistsError:
+            return _EXISTS  # another process stored it meanwhile: a final name is complete
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES, errno.EMLINK, errno.EXDEV):
+                return None
+            raise
+        now = os.lstat(final)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (st.st_ino, st.st_size,
+                                                         st.st_mtime_ns):
+            _unlink(final)  # not the bytes that were hashed: never under this name
+            raise _changed(path)
+        stager._stored_now(digest)
+        return _LinkedKey((now.st_size, now.st_mtime_ns, now.st_ino, now.st_ctime_ns))
+
+
+_EXISTS = object()
+
+
+def _changed(path: str) -> InputError:
+    return InputError(f"{path} changed while it was being versioned",
+                      "run it again once nothing is writing to the folder")
 
 
 def _exists(path: str, _access: Callable[[str, int], bool] = os.access) -> bool:
@@ -440,8 +586,12 @@ _Result = tuple[str, Digest, int, bool, "StatKey | str", "str | None"]
 _ToHash = tuple[str, str, StatKey, bool]
 
 
-def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager) -> list[_Result]:
-    """A worker's task: read, hash and stage the files to hash; pass the others through."""
+def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager,
+                    linker: _Linker | None = None) -> list[_Result]:
+    """A worker's task: read, hash and stage the files to hash; pass the others through.
+
+    With a ``linker``, the files it may link are stored by link; the others are copied.
+    """
     out: list[_Result] = []
     append = out.append
     for item in batch:
@@ -449,6 +599,11 @@ def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager) -> list[_Re
             append(item)  # type: ignore[arg-type]
             continue
         rel, path, key, executable = item  # type: ignore[misc]
+        if linker is not None and linker.may_link(key, executable):
+            linked = linker.store(path)
+            if linked is not None:
+                append((rel, linked[0], linked[1], executable, linked[2], None))
+                continue
         if key[0] <= SMALL_FILE:
             data = _read_small(path, key[0])
             digest = blake3(data).hexdigest()
@@ -475,6 +630,7 @@ def version_folder(
     progress: Progress | None = None,
     hash_cache: HashCache | None = None,
     workers: int | None = None,
+    link: bool = False,
 ) -> TreeInfo:
     """Store every regular file under ``folder`` and a tree listing them; see the module doc.
 
@@ -483,6 +639,10 @@ def version_folder(
     were last versioned are not read again. Raises ``InputError`` for a folder that
     cannot be read and ``StoreNotWritableError`` when the store cannot be written (disk
     full included); either way no tree is stored and no temp file is left.
+
+    ``link=True`` stores files by hardlink instead of copying them (a local store on the
+    same filesystem only): **the folder's files are made read-only** and become the
+    store's blobs; see "Link mode" in the module doc.
     """
     root_path = Path(folder)
     if not root_path.is_dir():
@@ -496,6 +656,10 @@ def version_folder(
     stager: _Stager = (_LocalStager(content, blobs) if isinstance(blobs, LocalBlobStore)
                        else _Stager(content))
     scan: CacheScan | None = None
+    racy_window = hash_cache.racy_window_ns if hash_cache is not None else RACY_WINDOW_NS
+    linker = stager.linker(started - racy_window) if link else None
+    if link and linker is None:
+        log.info("the store at %s cannot take links: copying instead", blobs.url)
     tree = None
     skipped: list[tuple[str, str]] = []
     pool = ThreadPoolExecutor(workers or _default_workers(), thread_name_prefix="cairn-add")
@@ -519,6 +683,11 @@ def version_folder(
                 if scan is not None:
                     if type(key) is str:  # an unchanged file: its cache line as it was
                         scan.keep(key)
+                    elif type(key) is _LinkedKey:
+                        # Its ctime may be the linker's own, just now: only a write can
+                        # change its bytes from here, and a write moves its old mtime.
+                        if scan.cacheable(key[1], key[1]):
+                            scan.record(rel, key, digest)  # type: ignore[arg-type]
                     elif scan.cacheable(key[1], key[3]):
                         scan.record(rel, key, digest)
             files += len(results)
@@ -554,14 +723,14 @@ def version_folder(
                 batch.append((rel, path, key, executable))
                 to_hash += 1
             if len(batch) >= _BATCH:
-                in_flight.append(pool.submit(_hash_and_stage, batch, stager) if to_hash
-                                 else batch)
+                in_flight.append(pool.submit(_hash_and_stage, batch, stager, linker)
+                                 if to_hash else batch)
                 batch, to_hash = [], 0
                 while len(in_flight) > limit or (in_flight and _ready(in_flight[0])):
                     drain(_result(in_flight.popleft()))
         if batch:
-            in_flight.append(pool.submit(_hash_and_stage, batch, stager) if to_hash
-                             else batch)
+            in_flight.append(pool.submit(_hash_and_stage, batch, stager, linker)
+                             if to_hash else batch)
         while in_flight:
             drain(_result(in_flight.popleft()))
         pool.shutdown(wait=True)
