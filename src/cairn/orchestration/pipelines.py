@@ -382,6 +382,8 @@ class PipelineRunner:
 
         self.slots = threading.Semaphore(max(1, int(local_capacity(ctx).resources.cpus)))
         self.lock = threading.Lock()
+        self.executions: dict[str, Execution] = {}  # final executions of this run's nodes
+        self.outputs: dict[str, list[Any]] = {}  # their outputs (datums), by execution id
         self.nodes_state = {n.name: n for n in flow.nodes}
         self.stop_checked = 0.0
 
@@ -600,13 +602,25 @@ class PipelineRunner:
         state = self._state()[node]
         if state.execution_id is None:
             return None
-        return self.store.get_execution(self.flow.project_id, state.execution_id)
+        with self.lock:
+            cached = self.executions.get(state.execution_id)
+        if cached is None:  # from before a resume
+            cached = self.store.get_execution(self.flow.project_id, state.execution_id)
+            with self.lock:
+                self.executions[cached.id] = cached
+        return cached
 
     def _output_uris(self, execution: Execution, pattern: str) -> list[str]:
         """Outputs whose name matches: ``*`` matches across folders here, as in Valohai."""
-        datums = self.store.list_datums(execution.project_id, execution_id=execution.id)
-        return [f"datum://{d.id}" for d in sorted(datums, key=lambda d: d.name)
-                if fnmatch.fnmatchcase(d.name, pattern)]
+        with self.lock:
+            datums = self.outputs.get(execution.id)
+        if datums is None:
+            datums = sorted(self.store.list_datums(execution.project_id,
+                                                   execution_id=execution.id),
+                            key=lambda d: d.name)
+            with self.lock:
+                self.outputs[execution.id] = datums
+        return [f"datum://{d.id}" for d in datums if fnmatch.fnmatchcase(d.name, pattern)]
 
     def _actions(self, name: str, when: str, names: dict[str, Any]) -> tuple[FlowStatus, str] | None:
         from cairn.project.expressions import ExpressionError, MissingValue, evaluate
@@ -636,6 +650,9 @@ class PipelineRunner:
         self.running.pop(name, None)
         node = self.nodes[name]
         execution = item.execution
+        if execution is not None and execution.status.is_final:
+            with self.lock:  # final: what downstream edges read from it never changes
+                self.executions[execution.id] = execution
         if item.halt is not None:
             self._set(name, status=NodeStatus.SKIPPED, detail=item.halt[1], ended_at=_now())
             self._halt(*item.halt)
