@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
+
+REAP_EVERY = 2.0
+_last_reap = float("-inf")
+_reap_lock = threading.Lock()
 
 
 def now() -> datetime:
@@ -87,9 +91,11 @@ class Scheduler:
                 f"execution #{execution.counter} needs " + "; ".join(problems),
                 "lower the step's `resources` or pass --cpus/--memory/--gpus to `cairn run`",
             )
-        self.store.transition(execution.id, Status.QUEUED, expect=[Status.CREATED],
-                              queued_at=now())
-        return self.store.get_execution(execution.project_id, execution.id)
+        queued_at = now()
+        if not self.store.transition(execution.id, Status.QUEUED, expect=[Status.CREATED],
+                                     queued_at=queued_at):
+            return self.store.get_execution(execution.project_id, execution.id)
+        return replace(execution, status=Status.QUEUED, queued_at=queued_at)
 
     def wait_for_slot(
         self,
@@ -102,7 +108,7 @@ class Scheduler:
         cap = local_capacity(self.ctx)
         delay, told = 0.02, False
         while True:
-            self.reap()
+            self.reap_now_and_then()
             allocation = self.store.allocate(
                 execution.id, host=HOST, capacity=cap.resources, gpu_ids=cap.gpu_ids)
             if allocation is not None:
@@ -179,6 +185,16 @@ class Scheduler:
             except (ProcessLookupError, PermissionError):
                 pass
         return self.store.get_execution(execution.project_id, execution.id)
+
+    def reap_now_and_then(self) -> int:
+        """:meth:`reap`, at most once per :data:`REAP_EVERY` seconds in this process (a
+        pipeline starts hundreds of executions; each need not list every active one)."""
+        global _last_reap
+        with _reap_lock:
+            if time.monotonic() - _last_reap < REAP_EVERY:
+                return 0
+            _last_reap = time.monotonic()
+        return self.reap()
 
     def reap(self) -> int:
         """Mark executions of this host whose supervisor died as crashed."""
