@@ -189,18 +189,19 @@ def make_deterministic(seed: int, device) -> None:
         print(f"deterministic algorithms unavailable: {exc}", file=sys.stderr)
 
 
-def build_model():
-    """The network: two 3x3 conv layers and one linear layer (~6k parameters)."""
+def build_model(width: int = 16):
+    """The network: two 3x3 conv layers (``width`` and 2*``width`` channels) and one
+    linear layer (~6k parameters at the default width of 16)."""
     import torch
     from torch import nn
 
     class DigitsCNN(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)  # 16x8x8
-            self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)  # 32x8x8 -> pool 32x4x4
+            self.conv1 = nn.Conv2d(1, width, kernel_size=3, padding=1)  # width x8x8
+            self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=3, padding=1)  # -> pool /2
             self.pool = nn.MaxPool2d(2)
-            self.fc = nn.Linear(32 * (IMAGE_SIZE // 2) ** 2, NUM_CLASSES)
+            self.fc = nn.Linear(2 * width * (IMAGE_SIZE // 2) ** 2, NUM_CLASSES)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = torch.relu(self.conv1(x))
@@ -211,10 +212,12 @@ def build_model():
 
 
 def load_model(path: Path, device):
+    """A model saved by train.py, at whatever width it was trained with."""
     import torch
 
-    model = build_model()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(width=int(state["conv1.weight"].shape[0]))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

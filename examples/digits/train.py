@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    parser.add_argument("--width", type=int, default=16,
+                        help="channels of the first conv layer (the second has twice as many)")
     args = parser.parse_args(argv)
     if not 1 <= args.epochs <= 200:
         parser.error("--epochs must be between 1 and 200")
@@ -45,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--learning-rate must be between 0.00001 and 1")
     if not 1 <= args.batch_size <= 1024:
         parser.error("--batch-size must be between 1 and 1024")
+    if not 1 <= args.width <= 256:
+        parser.error("--width must be between 1 and 256")
     return args
 
 
@@ -106,7 +110,7 @@ def main(argv=None) -> None:
     x_val, y_val = data.images[val_idx], data.labels[val_idx]
     log(f"{len(fit_idx)} training and {len(val_idx)} validation images from {source}")
 
-    model = build_model().to(device)
+    model = build_model(args.width).to(device)
     if args.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     else:
@@ -148,6 +152,7 @@ def main(argv=None) -> None:
         "learning_rate": args.learning_rate,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
+        "width": args.width,
         "seed": args.seed,
         "device": device.type,
     }

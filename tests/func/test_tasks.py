@@ -307,3 +307,36 @@ def test_an_unknown_target_metric_is_reported_at_the_end(sweeps: Path, cli) -> N
     assert flow.status == FlowStatus.COMPLETE and flow.result["best"] is None
     code, out, _ = cli("task", "show", "1", "--format", "json")
     assert "did you mean 'accuracy'" in json.loads(out)["problem"]
+
+
+@pytest.mark.slow
+def test_the_digits_example_sweeps_learning_rate_and_width(tmp_path: Path, cli,  # noqa: ANN001
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("torch", "sklearn", "PIL", "onnx"):
+        pytest.importorskip(module)
+    import shutil
+
+    from tests.conftest import REPO
+
+    root = tmp_path / "digits"
+    shutil.copytree(REPO / "examples" / "digits", root,
+                    ignore=shutil.ignore_patterns(".cairn", "__pycache__"))
+    monkeypatch.chdir(root)
+    assert cli("run", "prepare", "-q")[0] == 0
+    # the task as written, one epoch per trial to keep the suite quick
+    code, out, err = cli("task", "run", "lr-width", "-p", "epochs=1",
+                         "--input", "images=datum://1/digits/**")
+    assert code == 0, err
+    flow, executions, _ = task(root)
+    assert [n.parameters for n in flow.nodes] == [
+        {"learning-rate": lr, "width": w, "epochs": 1} for lr in (0.003, 0.03) for w in (8, 16)]
+    assert all(n.status == NodeStatus.COMPLETE and n.value > 0.3 for n in flow.nodes)
+    best = flow.result["best"]
+    assert best["value"] == max(n.value for n in flow.nodes)
+    assert executions[best["trial"]].parameters["width"] == best["parameters"]["width"]
+    # a model of any width can be evaluated
+    narrow = next(ex for name, ex in executions.items() if ex.parameters["width"] == 8)
+    code, _, err = cli("run", "evaluate", "-q", "--input", f"model=datum://{narrow.counter}/model.pt",
+                       "--input", "images=datum://1/digits/**")
+    assert code == 0, err
+    assert "lr-width" in out and "best:" in out
