@@ -277,8 +277,8 @@ def _show_table(ctx: Context, flow: Flow) -> str:
     spec = SweepSpec.from_dict(flow.definition)
     trials = _trials(ctx, flow)
     varied = list(flow.options.get("varied") or [])
-    for t in trials:
-        varied += [k for k in t["parameters"] if k not in varied]
+    if not varied:  # nothing varies (one trial): show what it ran with
+        varied = list(dict.fromkeys(k for t in trials for k in t["parameters"]))
     metric = spec.target_metric
     duration = ((flow.ended_at or _now()) - flow.started_at).total_seconds() \
         if flow.started_at else None

@@ -714,6 +714,12 @@ class _Driver:
         return final
 
     def _crash(self, exc: BaseException) -> None:
+        for name, _ in self.pending:
+            try:
+                self._node(name, status=NodeStatus.SKIPPED, detail="not started: the sweep's "
+                           "driver failed")
+            except Exception:  # noqa: BLE001 - best effort while failing
+                break
         for trial in self.running.values():
             try:
                 self._stop_execution(trial.execution)
