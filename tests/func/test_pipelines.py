@@ -487,3 +487,107 @@ def test_a_task_node_sweeps_and_passes_on_its_best_trial(pipes: Path, cli) -> No
     use = execution_of(pipes, "use-best")
     assert use.parameters["lr"] == 0.75
     assert [f.size for f in use.inputs] == [4]  # the best trial's output
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "message"),
+    [
+        ("""\
+    nodes:
+      - {name: a, type: execution, step: make}
+      - {name: b, type: execution, step: make}
+    edges:
+      - [a.parameter.size, b.parameter.size]
+      - [b.parameter.size, a.parameter.size]
+""", "cycle"),
+        ("""\
+    nodes:
+      - {name: a, type: execution, step: make}
+    edges:
+      - [nosuch.output.x, a.input.data]
+""", "nosuch"),
+        ("""\
+    nodes:
+      - {name: a, type: execution, step: make}
+      - {name: b, type: execution, step: use}
+    edges:
+      - [a.output.data.txt, b.input.nosuch]
+""", "nosuch"),
+        ("""\
+    nodes:
+      - {name: a, type: execution, step: make}
+      - {name: b, type: execution, step: use}
+    edges:
+      - [a.parameter.sise, b.parameter.lr]
+""", "sise"),
+        ("""\
+    nodes:
+      - name: a
+        type: execution
+        step: make
+        actions:
+          - when: node-complete
+            if: metadata.score <
+            then: stop-pipeline
+    edges: []
+""", "metadata.score <"),
+    ],
+    ids=["cycle", "unknown-node", "unknown-input", "unknown-parameter", "bad-expression"],
+)
+def test_project_file_mistakes_are_located(pipes: Path, cli, pipeline: str, message: str) -> None:  # noqa: ANN001
+    write_project(pipes, "- pipeline:\n    name: broken\n" + pipeline)
+    code, _, err = cli("pipeline", "run", "broken")
+    assert code == 3, err
+    assert "cairn.yaml:" in err and message in err
+    assert flow_count(pipes) == 0  # nothing stored
+
+
+def flow_count(root: Path) -> int:
+    ctx = Context.load(root)
+    try:
+        return len(ctx.store.list_flows(ctx.project_id, "pipeline"))
+    finally:
+        ctx.close()
+
+
+def test_node_starting_and_node_error_actions_and_command_override(pipes: Path, cli) -> None:  # noqa: ANN001
+    write_project(pipes, """\
+- pipeline:
+    name: guarded
+    nodes:
+      - name: big
+        type: execution
+        step: make
+        actions:
+          - {when: node-starting, if: parameter.size > 5, then: stop-pipeline}
+      - {name: after, type: execution, step: use}
+    edges:
+      - [big.output.data.txt, after.input.data]
+- pipeline:
+    name: failing
+    nodes:
+      - name: broken
+        type: execution
+        step: make
+        on-error: continue
+        override:
+          command: python -c "import sys; print('overridden'); sys.exit(2)"
+        actions:
+          - {when: node-error, then: error-pipeline}
+      - {name: after, type: execution, step: make}
+    edges:
+      - [broken.dependency.x, after.dependency.x]
+""")
+    code, _, err = cli("pipeline", "run", "guarded", "--big.size=3")
+    assert code == 0, err
+    code, _, err = cli("pipeline", "run", "guarded", "--big.size=9")
+    assert code == 130, err
+    second = flow(pipes, 2)
+    assert second.status.value == "stopped" and "parameter.size > 5" in second.status_detail
+    assert second.node("big").execution_id is None  # stopped before anything ran
+    code, _, err = cli("pipeline", "run", "failing")
+    assert code == 1
+    third = flow(pipes, 3)
+    assert third.status.value == "error" and "node-error" in third.status_detail
+    assert {n.name: n.status.value for n in third.nodes} == {"broken": "error", "after": "skipped"}
+    assert "overridden" in cli("logs", str(execution_of(pipes, "broken", 3).counter))[1]

@@ -491,7 +491,10 @@ class PipelineRunner:
                 return
             step = Step.from_dict(self.flow.definition["steps"][name])
             parameters, inputs = self._values_for(name, step)
-            halt = self._actions(name, "node-starting", {"parameter": parameters, "metadata": {}})
+            from cairn.project import resolve_parameters
+
+            typed = resolve_parameters(step, parameters)  # as the execution will see them
+            halt = self._actions(name, "node-starting", {"parameter": typed, "metadata": {}})
             if halt is not None:
                 self.done.put(_Done(name, None, halt=halt))
                 return
