@@ -185,3 +185,16 @@ def test_direction_and_scores() -> None:
     spec = SweepSpec(step="s", target_metric="acc", direction="minimize")
     assert spec.score(0.1) > spec.score(0.2)
     assert SweepSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_without_optuna_bayesian_search_and_pruning_name_the_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from cairn.errors import ConfigError
+    from cairn.orchestration import sweeps
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    with pytest.raises(ConfigError) as info:
+        sweeps._optuna()
+    assert info.value.hint == "pip install 'cairn[sweeps]'"
