@@ -179,6 +179,20 @@ class Execution:
     def short_id(self) -> str:
         return self.id[:8]
 
+    @property
+    def machine_environment(self) -> str:
+        """The name of the environment (machine type) it ran in."""
+        return str((self.environment.get("machine_environment") or {}).get("name") or "local")
+
+    @property
+    def cost(self) -> float | None:
+        """Duration × the environment's price per hour; None when it has no price."""
+        price = (self.environment.get("machine_environment") or {}).get("price_per_hour") or 0
+        duration = self.duration
+        if not price or duration is None:
+            return None
+        return duration * float(price) / 3600.0
+
 
 @dataclass(frozen=True)
 class DatumAlias:
@@ -342,3 +356,31 @@ class Flow:
 
             end = datetime.now(timezone.utc)
         return (end - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A named machine type executions run on: where (backend), what it offers, its price.
+
+    ``cpus``/``memory_mb``/``gpus`` describe one machine (node) of the type; None means
+    "what this machine has" for the local backend. ``resources`` are custom resources a
+    Ray node advertises (``{"accelerator_type:A100": 1}``); ``max_parallel`` caps how many
+    of its executions run at once.
+    """
+
+    name: str
+    backend: str = "local"
+    cpus: float | None = None
+    memory_mb: int | None = None
+    gpus: int | None = None
+    gpu_kind: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    price_per_hour: float = 0.0
+    max_parallel: int | None = None
+    address: str | None = None
+    description: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """What an execution records of the environment it ran in."""
+        return {"name": self.name, "backend": self.backend, "price_per_hour": self.price_per_hour,
+                "gpu_kind": self.gpu_kind, "resources": dict(self.resources)}

@@ -31,6 +31,10 @@ class Settings:
     local_gpus: str | None = None  # None: nvidia-smi; "" none; "0,1" these
     keep_workspaces: bool = False
     cache_max_bytes: int | None = None  # local cache of a remote (s3://) store; None: no bound
+    # Named machine types, ``[environments.NAME]`` tables of the user's and the project's
+    # config (the project's win, key by key); see cairn.orchestration.environments.
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_environment: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,12 +55,22 @@ class Settings:
         root = Path(project_root) if project_root else find_project_root(Path.cwd())
         root = root.resolve()
         values: dict[str, Any] = {}
+        environments: dict[str, dict[str, Any]] = {}
         user_cfg = Path(os.environ.get("CAIRN_USER_CONFIG", "~/.config/cairn/config.toml"))
-        values.update(_read_toml(user_cfg.expanduser()))
         data_dir = Path(
             overrides.get("data_dir") or os.environ.get("CAIRN_DATA_DIR") or root / DATA_DIR_NAME
         )
-        values.update(_read_toml(data_dir / "config.toml"))
+        for path in (user_cfg.expanduser(), data_dir / "config.toml"):
+            data = _read_toml(path)
+            for name, table in (data.pop("environments", None) or {}).items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{path}: environments.{name} must be a table",
+                                      f"write it as [environments.{name}] with keys below it")
+                merged = environments.setdefault(str(name), {})
+                merged.update(table)
+                merged["_source"] = str(path)
+            values.update(data)
+        values["environments"] = environments
         for f in fields(cls):
             env = os.environ.get(f"CAIRN_{f.name.upper()}")
             if env is not None:

@@ -58,14 +58,23 @@ def ls(step: str | None, statuses: tuple[str, ...], tag: str | None, sort_key: s
     metric_keys = _columns([e.metrics for e in rows_ex], first=sort[7:] if sort and
                            sort.startswith("metric:") else None, numeric=True)
     param_keys = _varying([e.parameters for e in rows_ex])[:4]
-    headers = ["#", "step", "status", "started", "duration", *param_keys, *metric_keys, "tags"]
+    # Environment and cost columns once executions ran anywhere but `local` or at a price.
+    costs = [e.cost for e in rows_ex]
+    machine = any(e.machine_environment != "local" for e in rows_ex) or any(
+        c is not None for c in costs)
+    extra = ["environment", "cost"] if machine else []
+    headers = ["#", "step", "status", "started", "duration", *extra, *param_keys, *metric_keys,
+               "tags"]
     rows = []
-    for e in rows_ex:
+    for e, cost in zip(rows_ex, costs, strict=True):
+        where = [e.machine_environment, (f"${cost:.4f}" if cost is not None else "-")
+                 if fmt == "table" else cost] if machine else []
         rows.append([
             e.counter, e.step, render.status(e.status.value) if fmt == "table" else e.status.value,
             render.ago(e.started_at or e.created_at) if fmt == "table" else
             (e.started_at or e.created_at).isoformat(),
             render.duration(e.duration) if fmt == "table" else e.duration,
+            *where,
             *[render.value(e.parameters.get(k)) for k in param_keys],
             *[render.value(e.metrics.get(k)) if fmt == "table" else e.metrics.get(k)
               for k in metric_keys],
@@ -74,8 +83,13 @@ def ls(step: str | None, statuses: tuple[str, ...], tag: str | None, sort_key: s
     if not rows and fmt == "table":
         click.echo("no executions yet: start one with `cairn run STEP`", err=True)
         return
-    n = 5 + len(param_keys)
-    render.emit(headers, rows, fmt, right=[0, 4, *range(n, n + len(metric_keys))])
+    n = 5 + len(extra) + len(param_keys)
+    render.emit(headers, rows, fmt, right=[0, 4, *([6] if extra else []),
+                                           *range(n, n + len(metric_keys))])
+    if machine and fmt == "table":
+        priced = [c for c in costs if c is not None]
+        click.echo(f"total cost of these {len(rows)}: ${sum(priced):.4f} "
+                   f"({len(priced)} priced)", err=True)
 
 
 def _columns(dicts: Sequence[dict[str, Any]], *, first: str | None, numeric: bool,

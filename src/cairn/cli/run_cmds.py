@@ -89,6 +89,9 @@ def step_command(step: Step) -> click.Command:
     opt("--reuse/--no-reuse", "cairn_reuse", default=False,
         help="Reuse a completed execution with the same code, parameters, inputs and "
              "environment instead of running again (default: --no-reuse, always run).")
+    opt("--environment", "cairn_environment", metavar="NAME",
+        help="The environment (machine type) to run on; `cairn environments` lists them "
+             "(default: the step's environment, else default-environment, else local).")
     opt("--title", "cairn_title", help="A title for the execution.")
     opt("--tag", "cairn_tags", multiple=True, help="Tag the execution. Repeatable.")
     opt("--cpus", "cairn_cpus", type=float, help="CPUs it needs (default: the step's resources, else 1).")
@@ -153,6 +156,7 @@ def _run_step(ctx: Context, step: str, values: dict[str, Any]) -> int:
         memory_mb=values.get("cairn_memory"),
         gpus=values.get("cairn_gpus"),
         reuse=bool(values.get("cairn_reuse")),
+        environment=values.get("cairn_environment"),
     )
     execution, reused = create_or_reuse(ctx, request)
     if reused:

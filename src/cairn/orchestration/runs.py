@@ -35,6 +35,7 @@ class RunRequest:
     memory_mb: int | None = None
     gpus: int | None = None
     reuse: bool = False  # reuse a completed execution with the same fingerprint
+    environment: str | None = None  # machine type; None: the step's, else the default
 
 
 @dataclass
@@ -115,8 +116,21 @@ def prepare_execution(
     command = render_command(step, parameters)
     inputs = _resolve_inputs(ctx, step, request.inputs)
     variables = _resolve_variables(step, request.variables)
+    from cairn.orchestration.environments import check_fits, choose_environment
+
+    machine = choose_environment(ctx.settings, request.environment, step.environment)
+    resources = _resources(step, request)
+    check_fits(ctx, machine, resources, f"step '{step.name}'")
+    if machine.backend != "local":
+        from cairn.errors import ExecutionError
+
+        raise ExecutionError(
+            f"environment '{machine.name}' uses the {machine.backend} backend, which this "
+            "version of cairn cannot dispatch to yet",
+            "choose a local environment with --environment")
     snapshot = snapshot or Snapshot.capture(ctx)
-    environment = dict(snapshot.environment, step_variables=variables)
+    environment = dict(snapshot.environment, step_variables=variables,
+                       machine_environment=machine.to_record())
     new = NewExecution(
         project_id=ctx.project_id,
         step=step.name,
@@ -126,7 +140,7 @@ def prepare_execution(
         code=snapshot.code,
         environment=environment,
         step_config=step.to_dict(),
-        resources=_resources(step, request),
+        resources=resources,
         title=request.title,
         tags=tuple(request.tags),
         time_limit=step.time_limit,
@@ -153,6 +167,8 @@ def create_rerun(ctx: Context, ref: str | int) -> Execution:
         )
     environment = capture_environment(ctx.content, ctx.settings.data_dir / "cache")
     environment["step_variables"] = original.environment.get("step_variables", {})
+    if original.environment.get("machine_environment"):
+        environment["machine_environment"] = original.environment["machine_environment"]
     new = NewExecution(
         project_id=ctx.project_id,
         step=original.step,

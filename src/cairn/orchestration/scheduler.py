@@ -106,11 +106,14 @@ class Scheduler:
     ) -> Allocation | None:
         """Block until the queued execution is started on this host; None if stopped first."""
         cap = local_capacity(self.ctx)
+        limit = self._parallel_limit(execution)
         delay, told = 0.02, False
         while True:
             self.reap_now_and_then()
-            allocation = self.store.allocate(
-                execution.id, host=HOST, capacity=cap.resources, gpu_ids=cap.gpu_ids)
+            allocation = None
+            if limit is None or self._active_in(execution.machine_environment) < limit:
+                allocation = self.store.allocate(
+                    execution.id, host=HOST, capacity=cap.resources, gpu_ids=cap.gpu_ids)
             if allocation is not None:
                 # The supervisor's pid: `cairn stop` signals it, the reaper checks it.
                 self.store.transition(execution.id, Status.STARTING, expect=[Status.STARTING],
@@ -130,6 +133,18 @@ class Scheduler:
                 told = True
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def _parallel_limit(self, execution: Execution) -> int | None:
+        """The ``max-parallel`` of the execution's environment, if it sets one."""
+        from cairn.orchestration.environments import load_environments
+
+        env = load_environments(self.ctx.settings).get(execution.machine_environment)
+        return env.max_parallel if env is not None else None
+
+    def _active_in(self, environment: str) -> int:
+        active = self.store.list_executions(self.ctx.project_id,
+                                            statuses=[Status.STARTING, Status.RUNNING])
+        return sum(1 for ex in active if ex.machine_environment == environment)
 
     # -- reports from executors -------------------------------------------------------
     def running(self, execution_id: str) -> None:
@@ -179,11 +194,13 @@ class Scheduler:
                                      ended_at=now(), status_detail="stopped while queued"):
                 return self.store.get_execution(execution.project_id, execution.id)
         self.store.request_stop(execution.id)
-        if execution.host == HOST and execution.pid:
+        if execution.host == HOST and execution.pid and _dedicated_supervisor(execution.pid):
             try:  # the supervisor stops its process group at once on SIGTERM
                 os.kill(execution.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
+        # Otherwise (a pipeline's or sweep's driver supervising many, or another host) the
+        # supervisor sees the stop request when it next polls (every 0.5 s).
         return self.store.get_execution(execution.project_id, execution.id)
 
     def reap_now_and_then(self) -> int:
@@ -219,6 +236,19 @@ def _end_orphan(workspace: Path, execution_id: str) -> None:
     except (OSError, ValueError):
         pass
     shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _dedicated_supervisor(pid: int) -> bool:
+    """Whether ``pid`` supervises one execution (`cairn run`, a detached supervisor), so
+    that SIGTERM to it stops just that one -- not a pipeline's or sweep's driver."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: signal as before
+    text = b" ".join(argv)
+    if b"cairn.orchestration.supervisor" in text:
+        return True
+    return b" run " in text + b" " and b"pipeline" not in text and b"task" not in text
 
 
 def _alive(pid: int) -> bool:

@@ -53,7 +53,9 @@ REQUIRED_RULES = {
     "random": ("min", "max"),
 }
 COMMON_RULE_KEYS = ("integerify", "numberify")
-BAYESIAN_ONLY = ("optimization-target-metric", "optimization-target-value", "engine")
+# Valohai reads these only for Bayesian tasks; cairn ranks, prunes and stops every type by
+# the target metric, so only `engine` is specific.
+BAYESIAN_ONLY = ("engine",)
 ENGINES = ("optuna", "hyperopt")
 
 ENDPOINT_KEYS = (
