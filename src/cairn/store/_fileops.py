@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import mmap
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ Progress = Callable[[int, "int | None", int, "int | None"], None]
 _FICLONE = 0x40049409
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
                errno.EPERM, errno.EBADF}
+_HASH_CHUNK = 16 << 20
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -127,13 +127,17 @@ def _hash_path(path: str) -> Digest:
     return hasher.hexdigest()
 
 
-def _hash_fd(fd: int, size: int) -> Digest:
-    """BLAKE3 of an open file's first ``size`` bytes, mapped and hashed by several threads."""
+def _hash_fd(fd: int) -> tuple[Digest, int]:
+    """BLAKE3 and size of the rest of an open file, read in large chunks hashed by
+    several threads (read, not mapped: a file truncated meanwhile must not kill us)."""
     hasher = blake3(max_threads=blake3.AUTO)
-    if size:
-        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
-            hasher.update(mapped)
-    return hasher.hexdigest()
+    buf = bytearray(_HASH_CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while n := os.readv(fd, [buf]):
+        hasher.update(view[:n])
+        total += n
+    return hasher.hexdigest(), total
 
 
 def _store_error(exc: OSError, where: object) -> StoreNotWritableError:

@@ -384,7 +384,7 @@ class _Linker:
 
     A file is made read-only (its write bits dropped, through the open descriptor), read
     and hashed, then hardlinked to its final name; the link is checked to be the same
-    inode with the same size and mtime as what was hashed, else the name is removed and
+    inode with the same size and mtime as the walk saw, else the name is removed and
     ``InputError`` raised (no version is stored).
 
     Durability needs no sync per file: only files last modified before
@@ -407,60 +407,43 @@ class _Linker:
         self.racy_before_ns = racy_before_ns
         _syncfs(stager._sync_fd)  # after the walk started: see the class doc
 
-    def may_link(self, key: StatKey, executable: bool) -> bool:
-        return not executable and key[1] < self.racy_before_ns
+    def may_link(self, st: os.stat_result) -> bool:
+        """Whether a file (as the walk's ``lstat`` saw it) may be stored by link."""
+        return (st.st_mtime_ns < self.racy_before_ns and not st.st_mode & 0o111
+                and st.st_dev == self.dev)
 
-    def store(self, path: str) -> tuple[Digest, int, StatKey] | None:
-        """Store ``path`` by link: (digest, size, its stat key now); None: copy it instead."""
-        hashed = self._hash(path)
-        if hashed is None:
-            return None
-        digest, st, key = hashed
-        stager = self.stager
-        if not stager._claim(digest, path):
-            return digest, st.st_size, key  # stored already (or by another file of the walk)
-        try:
-            linked = self._link(path, digest, st)
-        finally:
-            stager._staged.pop(digest, None)
-        if linked is None:  # cannot be linked (not the owner, too many links): copy it
-            return None
-        return digest, st.st_size, linked if linked is not _EXISTS else key
+    def store(self, path: str, key: StatKey, mode: int) -> tuple[Digest, int, StatKey] | None:
+        """Store ``path`` (``key`` and ``mode`` from the walk's ``lstat``) by link.
 
-    def _hash(self, path: str) -> tuple[Digest, os.stat_result, StatKey] | None:
+        Returns (digest, size, its stat key now), or None where it must be copied instead.
+        """
         try:
             fd = _open_source(path)
         except OSError as exc:
             raise _read_error(path, exc) from exc
         try:
-            st = os.fstat(fd)
-            mode = stat.S_IMODE(st.st_mode)
-            if (st.st_dev != self.dev or not stat.S_ISREG(st.st_mode) or mode & 0o111
-                    or st.st_mtime_ns >= self.racy_before_ns):
-                return None
-            after = st
             if mode & 0o222:
                 try:
-                    os.fchmod(fd, mode & ~0o222)
+                    os.fchmod(fd, stat.S_IMODE(mode) & ~0o222)
                 except PermissionError:  # not the owner: it cannot be protected
                     return None
-                after = os.fstat(fd)
-            if st.st_size <= SMALL_FILE:
-                data = os.read(fd, st.st_size + 1)
-                if len(data) != st.st_size:
-                    return None  # changing as we read it: the copy path takes what it reads
+            size = key[0]
+            if size <= SMALL_FILE:
+                data = os.read(fd, size + 1)
+                read = len(data)
                 digest = blake3(data).hexdigest()
             else:
-                digest = _hash_fd(fd, st.st_size)
+                digest, read = _hash_fd(fd)
         except OSError as exc:
             raise _read_error(path, exc) from exc
         finally:
             os.close(fd)
-        return digest, st, _LinkedKey(
-            (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns))
+        if read != size:
+            return None  # changing under the walk: the copy path stores what it reads
+        return self._link(path, digest, key)
 
-    def _link(self, path: str, digest: Digest, st: os.stat_result) -> _LinkedKey | object | None:
-        """Link ``path`` as ``digest``'s blob: its key now, ``_EXISTS``, or None (cannot)."""
+    def _link(self, path: str, digest: Digest, key: StatKey
+              ) -> tuple[Digest, int, StatKey] | None:
         stager = self.stager
         final = stager._final(digest)
         shard = digest[:2]
@@ -470,18 +453,23 @@ class _Linker:
         try:
             os.link(path, final, follow_symlinks=False)
         except FileExistsError:
-            return _EXISTS  # another process stored it meanwhile: a final name is complete
+            # Stored already (a final name is always complete): this file stays unlinked,
+            # its ctime the one our chmod gave it.
+            st = os.lstat(path)
+            return digest, key[0], _LinkedKey(
+                (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES, errno.EMLINK, errno.EXDEV):
-                return None
+                return None  # not ours to link (protected hardlinks), too many links
             raise
         now = os.lstat(final)
-        if (now.st_ino, now.st_size, now.st_mtime_ns) != (st.st_ino, st.st_size,
-                                                         st.st_mtime_ns):
-            _unlink(final)  # not the bytes that were hashed: never under this name
+        if (now.st_size, now.st_mtime_ns, now.st_ino) != key[:3]:
+            # Not the file, or not the bytes, that the walk saw and hashed: remove the name.
+            _unlink(final)
             raise _changed(path)
         stager._stored_now(digest)
-        return _LinkedKey((now.st_size, now.st_mtime_ns, now.st_ino, now.st_ctime_ns))
+        return digest, key[0], _LinkedKey(
+            (now.st_size, now.st_mtime_ns, now.st_ino, now.st_ctime_ns))
 
 
 _EXISTS = object()
@@ -581,9 +569,9 @@ def _walk(root: str, skipped: list[tuple[str, str]],
 
 # One file of the new tree: (rel, digest, size, executable, stat key to cache (or the
 # hash cache's own line for an unchanged file), staged temp path or None). A file to
-# hash is (rel, path, stat key, executable).
+# hash is (rel, path, stat key, executable, its mode if it may be linked else -1).
 _Result = tuple[str, Digest, int, bool, "StatKey | str", "str | None"]
-_ToHash = tuple[str, str, StatKey, bool]
+_ToHash = tuple[str, str, StatKey, bool, int]
 
 
 def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager,
@@ -598,9 +586,9 @@ def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager,
         if len(item) == 6:
             append(item)  # type: ignore[arg-type]
             continue
-        rel, path, key, executable = item  # type: ignore[misc]
-        if linker is not None and linker.may_link(key, executable):
-            linked = linker.store(path)
+        rel, path, key, executable, link_mode = item  # type: ignore[misc]
+        if link_mode >= 0:
+            linked = linker.store(path, key, link_mode)  # type: ignore[union-attr]
             if linked is not None:
                 append((rel, linked[0], linked[1], executable, linked[2], None))
                 continue
@@ -699,8 +687,9 @@ def version_folder(
         # folder is best walked by one thread alone.)
         batch: list[_Result | _ToHash] = []
         to_hash = 0
-        lookup = scan.lookup if scan is not None else None
+        match = scan.match if scan is not None else None
         has = stager.has
+        may_link = linker.may_link if linker is not None else None
         lstat, S_ISREG = os.lstat, stat.S_ISREG
         for rel, path in _walk(root, skipped, skip):
             try:
@@ -716,11 +705,12 @@ def version_folder(
                 continue
             key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
             executable = bool(mode & 0o100)
-            cached = lookup(rel) if lookup is not None else None
-            if cached is not None and cached[1] == key and has(cached[2]):
-                batch.append((rel, cached[2], key[0], executable, cached[3], None))
+            cached = match(rel, key) if match is not None else None
+            if cached is not None and has(cached[0]):
+                batch.append((rel, cached[0], key[0], executable, cached[1], None))
             else:
-                batch.append((rel, path, key, executable))
+                batch.append((rel, path, key, executable,
+                              mode if may_link is not None and may_link(st) else -1))
                 to_hash += 1
             if len(batch) >= _BATCH:
                 in_flight.append(pool.submit(_hash_and_stage, batch, stager, linker)

@@ -39,6 +39,7 @@ StatKey = tuple[int, int, int, int]
 
 RACY_WINDOW_NS = 2_000_000_000
 _MAGIC = "cairn-hashcache 1 "
+_BLOCK = 1 << 20
 
 
 def _escape(path: str) -> str:
@@ -95,13 +96,15 @@ class HashCache:
 
     def get(self, root: Path | str, rel: str) -> tuple[StatKey, Digest] | None:
         """One record, for inspection and tests."""
-        for path, key, digest, _line in _read(self.file_for(root), str(root)):
+        for path, line in _read(self.file_for(root), str(root)):
             if path == rel:
-                return key, digest
+                size, mtime, ino, ctime, digest, _ = line.split(" ", 5)
+                return (int(size), int(mtime), int(ino), int(ctime)), digest
         return None
 
 
-def _read(file: Path, root: str) -> Iterator[tuple[str, StatKey, Digest, str]]:
+def _read(file: Path, root: str) -> Iterator[tuple[str, str]]:
+    """(path, line) of each record, read in large blocks; a damaged tail ends it."""
     try:
         fh = open(file, "rb")
     except OSError:
@@ -110,22 +113,24 @@ def _read(file: Path, root: str) -> Iterator[tuple[str, StatKey, Digest, str]]:
         head = fh.readline().decode("utf-8", "surrogateescape")
         if head != f"{_MAGIC}{_escape(root)}\n":
             return  # another format or (by a 128-bit chance) another folder: start afresh
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                return  # cut short: the rest is simply not cached
-            line = raw.decode("utf-8", "surrogateescape")
-            try:
-                size, mtime, ino, ctime, digest, path = line[:-1].split(" ", 5)
-                key = (int(size), int(mtime), int(ino), int(ctime))
-            except ValueError:
-                return  # a damaged tail: what is left is simply not cached
-            yield _unescape(path), key, digest, line
+        rest = b""
+        while block := fh.read(_BLOCK):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            for line in block[:cut].decode("utf-8", "surrogateescape").split("\n")[:-1]:
+                parts = line.split(" ", 5)
+                if len(parts) != 6 or len(parts[4]) != 64:
+                    return  # a damaged tail: what is left is simply not cached
+                path = parts[5]
+                yield (_unescape(path) if "\\" in path else path), line + "\n"
+        # A last line without its newline was cut short: it is simply not cached.
 
 
 class CacheScan:
     """Merges the cached records of one folder with a walk that asks in path order.
 
-    :meth:`lookup` must be called with strictly increasing paths; :meth:`record` (or
+    :meth:`match` must be called with strictly increasing paths; :meth:`record` (or
     :meth:`keep`, for a record that still holds) is called for every file the new version
     holds, in the same order, whose stat may be trusted next time; a path not recorded is
     dropped. :meth:`commit` makes the new records the cache's.
@@ -152,16 +157,24 @@ class CacheScan:
                 "check the folder's permissions, or delete it (it is only a cache)",
             ) from exc
 
-    def lookup(self, rel: str) -> tuple[str, StatKey, Digest, str] | None:
-        """The cached ``(rel, key, digest, line)`` of ``rel``; ``line`` goes to :meth:`keep`."""
+    def match(self, rel: str, key: StatKey) -> tuple[Digest, str] | None:
+        """``rel``'s cached ``(digest, line)`` if its record holds ``key``; else None.
+
+        ``line`` goes to :meth:`keep`.
+        """
         head = self._head
         while head is not None and head[0] < rel:
             head = next(self._rows, None)
-        if head is not None and head[0] == rel:
-            self._head = next(self._rows, None)
-            return head
-        self._head = head
-        return None
+        if head is None or head[0] != rel:
+            self._head = head
+            return None
+        self._head = next(self._rows, None)
+        line = head[1]
+        prefix = "%d %d %d %d " % key  # compared as text: no number parsed per record
+        if not line.startswith(prefix):
+            return None
+        cut = len(prefix)
+        return line[cut:cut + 64], line
 
     def cacheable(self, mtime_ns: int, ctime_ns: int) -> bool:
         """Whether a file with these timestamps may be cached (it is not racy)."""
@@ -175,7 +188,7 @@ class CacheScan:
             self._flush()
 
     def keep(self, line: str) -> None:
-        """Keep a record found by :meth:`lookup` that still holds (in path order too)."""
+        """Keep a record found by :meth:`match` that still holds (in path order too)."""
         self._lines.append(line)
         if len(self._lines) >= 8192:
             self._flush()

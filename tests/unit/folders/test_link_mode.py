@@ -112,12 +112,12 @@ def test_a_file_changed_between_hash_and_link_stores_no_version(
     real = folders._Linker._link
 
     def link_after_a_write(self: folders._Linker, path: str, digest: str,
-                           st: os.stat_result) -> object:
+                           key: tuple[int, int, int, int]) -> object:
         if path.endswith("f5.txt"):
             os.chmod(path, 0o644)
             with open(path, "ab") as fh:
                 fh.write(b" and more")
-        return real(self, path, digest, st)
+        return real(self, path, digest, key)
 
     monkeypatch.setattr(folders._Linker, "_link", link_after_a_write)
     with pytest.raises(InputError, match="changed while it was being versioned"):
@@ -139,6 +139,18 @@ def test_link_mode_re_add_answers_from_the_hash_cache(
             raise AssertionError("an unchanged file was read again")
 
         monkeypatch.setattr(folders, "_read_small", no_reads)
-        monkeypatch.setattr(folders._Linker, "_hash", no_reads)
+        monkeypatch.setattr(folders._Linker, "store", no_reads)
         again = version_folder(src, content, hash_cache=cache, link=True)
     assert again.tree_digest == first.tree_digest
+
+
+def test_large_files_are_linked_too(content: ContentStore, make_files: MakeFiles,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(folders, "SMALL_FILE", 1000)
+    big = os.urandom(50_000)
+    src = make_files({"big.bin": big, "small": b"s"})
+    _age(src)
+    info = version_folder(src, content, link=True)
+    digests = {e.path: e.digest for e in content.iter_tree(info.tree_digest)}
+    assert digests["big.bin"] == hash_bytes(big)
+    assert _blob(content, digests["big.bin"]).stat().st_ino == (src / "big.bin").stat().st_ino
