@@ -23,8 +23,8 @@ Durability without an fsync per file
     thousand files (or 128 MB) a background thread calls ``syncfs`` once for the batch and
     then renames its files into ``objects/ab/cdef…``. So a blob is never visible under its
     final name before its bytes are on disk, at the cost of one sync per batch instead of
-    one ``fsync`` per file (large copies start their writeback as soon as they are hashed,
-    so the sync mostly finds them written). ``syncfs`` flushes the whole filesystem: on
+    one ``fsync`` per file (large copies start their writeback chunk by chunk as they are
+    copied, so the sync mostly finds them written). ``syncfs`` flushes the whole filesystem: on
     one that other programs are writing heavily, a version also waits for their data.
     The tree manifest is stored last (fsynced and renamed), after every blob it names: an
     error or a crash leaves no tree, only complete blobs (garbage for ``gc``); an error
@@ -78,7 +78,6 @@ from cairn.store._fileops import (
     _hash_fd,
     _hash_path,
     _reflink,
-    _start_writeback,
     _store_error,
     _syncfs,
     _Throttle,
@@ -283,11 +282,10 @@ class _LocalStager(_Stager):
                     size = os.fstat(dst).st_size
                 else:
                     self.reflink = False
-                    size = _copy_fd(src, dst)
+                    # Each chunk starts its way to disk as soon as it is copied, so the
+                    # batch's sync waits less and the disk works while the copy is hashed.
+                    size = _copy_fd(src, dst, True)
                 digest = _hash_path(tmp)  # the copy, which nobody else can change
-                if not cloned:
-                    # Start writing the copy out now, so the batch's sync waits less.
-                    _start_writeback(dst)
             finally:
                 os.close(dst)
         except BaseException:
