@@ -7,6 +7,12 @@ timing) and DVC's default cache type (reflink, else copy). cairn runs the same w
 through :mod:`cairn.store.folders` in a fresh process per operation, so both sides are
 timed end to end, process start to exit.
 
+cairn adds in two modes, each reported against DVC's default: *copy* (the default: the
+store gets its own copy of every file) and *link* (``--link``: files are hardlinked into
+the store and made read-only, like DVC's ``hardlink`` cache type, which is run too for
+comparison). Each link-mode run gets its own copy of the data, made outside the timing
+with the files' old mtimes kept (a link-mode add copies files modified in the last 2 s).
+
 Every operation runs twice and the second (warm page cache) figure is reported.
 
     .venv/bin/python bench/bench_datasets.py               # (a)–(d), DVC included
@@ -45,6 +51,7 @@ def _op(argv: list[str]) -> int:
     p.add_argument("--tree")
     p.add_argument("--hash-cache")
     p.add_argument("--writable", action="store_true")
+    p.add_argument("--link", action="store_true")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     from cairn.store import ContentStore, open_blob_store
@@ -56,9 +63,9 @@ def _op(argv: list[str]) -> int:
     if a.op == "add":
         if a.hash_cache:
             with HashCache(a.hash_cache) as cache:
-                info = version_folder(a.src, content, hash_cache=cache)
+                info = version_folder(a.src, content, hash_cache=cache, link=a.link)
         else:
-            info = version_folder(a.src, content)
+            info = version_folder(a.src, content, link=a.link)
         result.update(tree=info.tree_digest, files=info.file_count, bytes=info.size)
     else:
         co = checkout(a.tree, a.dest, content, writable=a.writable)
@@ -134,14 +141,24 @@ class Dvc:
                   file=sys.stderr)
             return None
 
-    def repo(self, parent: Path, name: str, data: Path) -> Path:
+    def repo(self, parent: Path, name: str, data: Path, *, cache_type: str | None = None
+             ) -> Path:
         """A fresh ``dvc init --no-scm`` repository holding a copy of ``data`` as ``data``."""
         repo = parent / name
         repo.mkdir()
         subprocess.run([self.bin, "init", "--no-scm", "-q"], cwd=repo, env=self.env,
                        check=True)
+        if cache_type:
+            subprocess.run([self.bin, "config", "cache.type", cache_type], cwd=repo,
+                           env=self.env, check=True)
         subprocess.run(["cp", "-a", str(data), str(repo / "data")], check=True)
         return repo
+
+
+def fresh_copy(data: Path, dest: Path) -> Path:
+    """A copy of ``data`` with its mtimes kept (outside any timing), for a link-mode add."""
+    subprocess.run(["cp", "-a", str(data), str(dest)], check=True)
+    return dest
 
 
 def warm(times: list[float | None]) -> float | None:
@@ -170,8 +187,8 @@ def main(argv: list[str]) -> int:
     C.compile_trees()
     dvc = None if args.no_peers else Dvc()
     free = shutil.disk_usage(args.tmp or tempfile.gettempdir()).free
-    need = 4 * args.files * args.file_size + (
-        0 if args.no_big else 7 * args.big_count * args.big_size)
+    need = 14 * args.files * args.file_size + (
+        0 if args.no_big else 5 * args.big_count * args.big_size)
     if free < need * 1.2:
         print(f"[bench] warning: {free / 1e9:.1f} GB free, about {need / 1e9:.1f} GB needed",
               file=sys.stderr)
@@ -194,6 +211,12 @@ def main(argv: list[str]) -> int:
                 repo = dvc.repo(work, f"dvc-add-{i}", src)
                 repos.append(repo)
                 dvc_add.append(dvc.run(repo, "add", "data"))
+        dvc_add_hl: list[float | None] = []
+        if dvc:
+            for i in range(2):
+                repo = dvc.repo(work, f"dvc-add-hl-{i}", src, cache_type="hardlink")
+                dvc_add_hl.append(dvc.run(repo, "add", "data"))
+        link_srcs = [fresh_copy(src, work / f"images-link-{i}") for i in range(2)]
         cairn_add = []
         tree = ""
         for i in range(2):
@@ -202,7 +225,18 @@ def main(argv: list[str]) -> int:
             cairn_add.append(wall)
             tree = str(res["tree"])
         store = work / "store-1"
-        rows.append(_row(f"add {small_label} (fresh store)", dvc_add, cairn_add))
+        cairn_link = []
+        for i in range(2):
+            wall, res = cairn("--op", "add", "--store", str(work / f"store-link-{i}"),
+                              "--src", str(link_srcs[i]), "--link")
+            cairn_link.append(wall)
+            assert res["tree"] == tree, "link mode stored another tree"
+        rows.append(_row(f"add {small_label} (fresh store), cairn copy", dvc_add, cairn_add))
+        rows.append(_row(f"add {small_label} (fresh store), cairn --link", dvc_add,
+                         cairn_link))
+        if dvc:
+            rows.append(_row("  the same, DVC cache.type=hardlink vs cairn --link",
+                             dvc_add_hl, cairn_link))
 
         # (b) checkout into a fresh folder.
         dvc_co: list[float | None] = []
@@ -255,16 +289,33 @@ def main(argv: list[str]) -> int:
                 for i in range(2):
                     repo = dvc.repo(work, f"dvc-big-{i}", big)
                     dvc_big.append(dvc.run(repo, "add", "data"))
-            cairn_big = [cairn("--op", "add", "--store", str(work / f"store-big-{i}"),
-                               "--src", str(big))[0] for i in range(2)]
+                    shutil.rmtree(repo)  # bounded disk use: a repository holds 2 copies
+            cairn_big = []
+            for i in range(2):
+                cairn_big.append(cairn("--op", "add", "--store", str(work / "store-big"),
+                                       "--src", str(big))[0])
+                shutil.rmtree(work / "store-big")
+            cairn_big_link = []
+            for i in range(2):
+                copy = fresh_copy(big, work / "videos-link")
+                settle()
+                cairn_big_link.append(cairn("--op", "add", "--store",
+                                            str(work / "store-big-link"), "--src", str(copy),
+                                            "--link")[0])
+                shutil.rmtree(work / "store-big-link")
+                shutil.rmtree(copy)
             label = f"add {args.big_count} × {args.big_size / 1e6:g} MB"
-            rows.append(_row(label, dvc_big, cairn_big))
-            rows.append([f"  {label}: throughput", _rate(gb, dvc_big), _rate(gb, cairn_big),
-                         ""])
+            rows.append(_row(f"{label}, cairn copy", dvc_big, cairn_big))
+            rows.append([f"  {label}, cairn copy: throughput", _rate(gb, dvc_big),
+                         _rate(gb, cairn_big), ""])
+            rows.append(_row(f"{label}, cairn --link", dvc_big, cairn_big_link))
+            rows.append([f"  {label}, cairn --link: throughput", _rate(gb, dvc_big),
+                         _rate(gb, cairn_big_link), ""])
             read = reads[-1]
-            r = cairn_big[-1] / read
             rows.append([f"  plain read (cat > /dev/null): {C.fmt_seconds(read)}, "
-                         f"{gb / read:.2f} GB/s", "", f"{r:.1f}× the read", ""])
+                         f"{gb / read:.2f} GB/s", "",
+                         f"copy {cairn_big[-1] / read:.1f}×, link "
+                         f"{cairn_big_link[-1] / read:.1f}× the read", ""])
 
         # (e) memory while versioning a million tiny files.
         if args.million:
@@ -292,8 +343,10 @@ def main(argv: list[str]) -> int:
     notes.append("each figure is the second of two runs (warm page cache), process start "
                  "to exit for both tools, after a `sync` so no run pays for another's "
                  "writeback; ratio = DVC time / cairn time")
-    notes.append("cairn stores copies (reflink where the filesystem can) and syncs blobs "
-                 "before naming them; read-only checkouts are hardlinks, DVC's are copies")
+    notes.append("cairn copy mode stores copies (reflink where the filesystem can) and "
+                 "syncs blobs before naming them; --link hardlinks the (old, "
+                 "non-executable) files into the store and makes them read-only, after one "
+                 "syncfs; read-only checkouts are hardlinks, DVC's are copies")
     C.print_table("dataset versioning: DVC vs cairn", rows, notes,
                   headers=("work", "DVC", "cairn", "ratio"))
     return 0
