@@ -5,15 +5,17 @@ Checking out (:func:`checkout`)
     the store's filesystem (executable files are copied instead, since a link shares the
     blob's mode). Such files *are* the store's blobs: they are read-only (mode 0444), but
     ``chmod`` on one, or root writing to it, changes the blob; so does editing an
-    original versioned with ``link=True``. A blob is written before any tree that names
-    it and never again, so one whose mtime is newer than the tree manifest's has been
-    modified: it is verified (hashed) before it is linked, and ``CorruptBlobError`` is
-    raised rather than a changed blob handed out. ``writable=True`` gives private
-    copies: reflinks where supported, else copies verified against their digest. A destination that is absent is built in a
-    hidden sibling folder and renamed into place at the end, so it appears complete or
-    not at all; a destination that exists must be empty unless ``force``. Paths are
-    validated when the manifest is read, and with ``force`` an existing symlink on the
-    way is refused, so nothing is ever written outside the destination.
+    original versioned with ``link=True``. In a store that link mode has written to
+    (marked by a ``linked`` file in the store's folder) each blob is ``lstat``-ed: a blob
+    is written before any tree that names it and never again, so one whose mtime is
+    newer than the tree manifest's has been modified, and it is verified (hashed) before
+    it is linked; ``CorruptBlobError`` is raised rather than a changed blob handed out.
+    ``writable=True`` gives private copies: reflinks where supported, else copies
+    verified against their digest. A destination that is absent is built in a hidden
+    sibling folder and renamed into place at the end, so it appears complete or not at
+    all; a destination that exists must be empty unless ``force``. Paths are validated
+    when the manifest is read, and with ``force`` an existing symlink on the way is
+    refused, so nothing is ever written outside the destination.
 
 Globs (``checkout(glob=...)``)
     The globs of dataset inputs (:mod:`cairn.globs`), matched against the whole relative
@@ -109,14 +111,16 @@ class _Placer:
         self.link = same_fs and not writable
         self.reflink: bool | None = None if (same_fs and writable) else False
         self.methods: set[str] = set()
-        # A blob is written before any tree naming it, and never again: one modified
-        # since (an original versioned by link and edited, a chmod + write) has a newer
-        # mtime than the tree's, and is verified before it is linked.
-        self.written_by_ns: int | None = None
-        if self.link and tree is not None:
-            manifest = self._blob(tree)
+        # A blob is written before any tree naming it, and never again: in a store that
+        # link mode wrote to, one modified since (an original versioned by link and then
+        # edited) has a newer mtime than the tree's, and is verified before it is linked.
+        # (-1: no such check; None: verify every blob, the tree's time being unknown.)
+        self.written_by_ns: int | None = -1
+        if self.link and tree is not None and self.objects is not None \
+                and os.path.exists(linked_marker(self.blobs)):
             try:
-                self.written_by_ns = os.stat(manifest).st_mtime_ns if manifest else None
+                manifest = self._blob(tree)
+                self.written_by_ns = os.stat(manifest).st_mtime_ns  # type: ignore[arg-type]
             except FileNotFoundError:
                 self.written_by_ns = None
 
@@ -159,7 +163,8 @@ class _Placer:
                         raise
                 else:
                     written_by = self.written_by_ns
-                    if written_by is None or os.lstat(dest).st_mtime_ns > written_by:
+                    if written_by is None or (written_by >= 0 and
+                                              os.lstat(dest).st_mtime_ns > written_by):
                         self._check(dest, digest, _hash_path(dest), hint=_EDITED)
                     return "hardlink"
         return self._copy(dest, digest, size, executable)
@@ -228,6 +233,11 @@ class _Placer:
 _EDITED = ("it was modified in place after it was stored (a file versioned with --link "
            "and then edited?); restore it from a backup or re-create the version from "
            "its source")
+
+
+def linked_marker(blobs: LocalBlobStore) -> str:
+    """The file whose presence says that link mode has put originals into the store."""
+    return str(blobs.root / "linked")
 
 
 def _open_new(dest: str, mode: int) -> int:

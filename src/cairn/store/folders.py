@@ -86,7 +86,7 @@ from cairn.store._fileops import (
 )
 from cairn.store.blobs import LocalBlobStore
 from cairn.store.cas import ContentStore, TreeInfo, path_problem
-from cairn.store.checkout import CheckoutInfo, checkout
+from cairn.store.checkout import CheckoutInfo, checkout, linked_marker
 from cairn.store.hashcache import RACY_WINDOW_NS, CacheScan, HashCache, StatKey
 
 __all__ = [
@@ -403,7 +403,11 @@ class _Linker:
         self.stager = stager
         self.dev = os.stat(stager.objects).st_dev
         self.racy_before_ns = racy_before_ns
-        _syncfs(stager._sync_fd)  # after the walk started: see the class doc
+        # Checkouts from this store now check blobs' mtimes (see cairn.store.checkout).
+        marker = linked_marker(stager.blobs)  # type: ignore[arg-type]
+        if not os.path.exists(marker):
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o444))
+        _syncfs(stager._sync_fd)  # after the walk started, and the marker: see above
 
     def may_link(self, st: os.stat_result) -> bool:
         """Whether a file (as the walk's ``lstat`` saw it) may be stored by link."""

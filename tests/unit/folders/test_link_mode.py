@@ -154,3 +154,28 @@ def test_large_files_are_linked_too(content: ContentStore, make_files: MakeFiles
     digests = {e.path: e.digest for e in content.iter_tree(info.tree_digest)}
     assert digests["big.bin"] == hash_bytes(big)
     assert _blob(content, digests["big.bin"]).stat().st_ino == (src / "big.bin").stat().st_ino
+
+
+def test_checkouts_hash_only_blobs_modified_after_their_tree(
+        content: ContentStore, make_files: MakeFiles, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cairn.store import checkout as checkout_module
+
+    src = make_files({f"f{i}.txt": f"file {i}".encode() for i in range(20)})
+    _age(src)
+    info = version_folder(src, content, link=True)
+    hashed: list[str] = []
+    real = checkout_module._hash_path
+
+    def counting(path: str) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(checkout_module, "_hash_path", counting)
+    checkout(info.tree_digest, tmp_path / "a", content)
+    assert hashed == []  # untouched originals are linked without reading them
+    os.chmod(src / "f3.txt", 0o644)
+    (src / "f3.txt").write_bytes(b"file 3")  # rewritten with the same bytes: still valid
+    checkout(info.tree_digest, tmp_path / "b", content)
+    assert [Path(p).name for p in hashed] == ["f3.txt"]
+    assert (tmp_path / "b" / "f3.txt").read_bytes() == b"file 3"
