@@ -474,9 +474,6 @@ class _Linker:
             (now.st_size, now.st_mtime_ns, now.st_ino, now.st_ctime_ns))
 
 
-_EXISTS = object()
-
-
 def _changed(path: str) -> InputError:
     return InputError(f"{path} changed while it was being versioned",
                       "run it again once nothing is writing to the folder")
