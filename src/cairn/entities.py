@@ -162,6 +162,7 @@ class Execution:
     log_digest: Digest | None = None
     fingerprint: Digest | None = None  # the result cache's key: step, parameters, inputs...
     code_reads: dict[str, Digest] | None = None  # snapshot files it read; None: untraced
+    node: str | None = None  # the cluster node it ran on (Ray: "<ip> <node id>")
     metrics: dict[str, Any] = field(default_factory=dict)  # latest value per key
 
     @property

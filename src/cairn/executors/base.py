@@ -33,7 +33,7 @@ class Outcome:
     """What happened: the process's exit and what was stored."""
 
     exit_code: int | None
-    reason: str  # exited | time-limit | no-output-timeout | stopped | failed-to-start
+    reason: str  # exited | time-limit | no-output-timeout | stopped | failed-to-start | crashed
     detail: str | None = None
     datums: list[Datum] = field(default_factory=list)
     refused_outputs: list[str] = field(default_factory=list)
@@ -63,9 +63,14 @@ def register_executor(name: str, factory: Callable[[Context], Executor]) -> None
     EXECUTORS[name] = factory
 
 
+_MODULES = {"local": "cairn.executors.local", "ray": "cairn.executors.ray_backend"}
+
+
 def get_executor(name: str, ctx: Context) -> Executor:
-    if not EXECUTORS:
-        from cairn.executors import local  # noqa: F401  registers itself
+    if name not in EXECUTORS and name in _MODULES:
+        import importlib
+
+        importlib.import_module(_MODULES[name])  # registers itself
     try:
         return EXECUTORS[name](ctx)
     except KeyError:

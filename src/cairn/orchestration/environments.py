@@ -131,13 +131,37 @@ def capacity_of(ctx: Context, env: Environment) -> Resources:
                        and machine.memory_mb else env.memory_mb or machine.memory_mb),
             gpus=min(env.gpus, machine.gpus) if env.gpus is not None else machine.gpus,
         )
+    if env.cpus is None and env.memory_mb is None and env.gpus is None:
+        return _largest_ray_node(env)
     return Resources(cpus=env.cpus or 0.0, memory_mb=env.memory_mb or 0, gpus=env.gpus or 0)
+
+
+def _largest_ray_node(env: Environment) -> Resources:
+    """What the biggest alive node of the cluster with the environment's custom resources
+    offers (asks the cluster: environments that declare no machine size)."""
+    from cairn.executors.ray_backend import connect
+
+    ray = connect(env.address)
+    best = Resources(cpus=0.0, memory_mb=0, gpus=0)
+    for node in ray.nodes():
+        res = node.get("Resources", {})
+        if not node.get("Alive") or any(res.get(k, 0) < v for k, v in env.resources.items()):
+            continue
+        best = Resources(cpus=max(best.cpus, float(res.get("CPU", 0))),
+                         memory_mb=max(best.memory_mb, int(res.get("memory", 0) // 2**20)),
+                         gpus=max(best.gpus, int(res.get("GPU", 0))))
+    if best.cpus == 0 and env.resources:
+        raise ExecutionError(
+            f"no node of the Ray cluster at {env.address} has the resources of environment "
+            f"'{env.name}' ({', '.join(f'{k}={v:g}' for k, v in env.resources.items())})",
+            "start a node with them (ray start --resources ...) or change the environment")
+    return best
 
 
 def check_fits(ctx: Context, env: Environment, need: Resources, what: str) -> None:
     """Refuse at submit what no machine of the environment could ever run."""
     cap = capacity_of(ctx, env)
-    unknown = env.backend != LOCAL and env.cpus is None
+    unknown = False
     problems = []
     machine = "this machine" if env.name == LOCAL else f"a machine of '{env.name}'"
     if need.gpus > cap.gpus:

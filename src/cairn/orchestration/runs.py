@@ -121,13 +121,10 @@ def prepare_execution(
     machine = choose_environment(ctx.settings, request.environment, step.environment)
     resources = _resources(step, request)
     check_fits(ctx, machine, resources, f"step '{step.name}'")
-    if machine.backend != "local":
-        from cairn.errors import ExecutionError
+    if machine.backend == "ray":
+        from cairn.executors.ray_backend import import_ray
 
-        raise ExecutionError(
-            f"environment '{machine.name}' uses the {machine.backend} backend, which this "
-            "version of cairn cannot dispatch to yet",
-            "choose a local environment with --environment")
+        import_ray()  # a missing extra is an error now, not when it is dispatched
     snapshot = snapshot or Snapshot.capture(ctx)
     environment = dict(snapshot.environment, step_variables=variables,
                        machine_environment=machine.to_record())
@@ -218,15 +215,17 @@ def supervise(
             if on_line is not None:
                 on_line(stream, text)
 
+    backend = (execution.environment.get("machine_environment") or {}).get("backend", "local")
     with StopSignals() as signals:
         reporter = _Reporter()
-        allocation = scheduler.wait_for_slot(
+        wait = scheduler.wait_for_slot if backend == "local" else scheduler.wait_for_dispatch
+        allocation = wait(
             execution, should_stop=reporter.should_stop,
             on_wait=(lambda msg: on_line("sys", msg)) if on_line else None,
         )
         if allocation is not None:
             try:
-                outcome = get_executor("local", ctx).execute(
+                outcome = get_executor(backend, ctx).execute(
                     store.get_execution(execution.project_id, execution.id), allocation, reporter)
             except BaseException as exc:
                 scheduler.crash(execution.id, f"cairn failed while running it: {exc!r}")

@@ -72,10 +72,14 @@ class Scheduler:
 
     # -- queue ------------------------------------------------------------------------
     def enqueue(self, execution: Execution) -> Execution:
-        """created → queued, after checking the execution can ever fit this machine."""
+        """created → queued, after checking the execution can ever fit this machine (a
+        cluster backend's environment was checked against its nodes when submitted)."""
         cap = local_capacity(self.ctx)
         need = execution.resources
         problems = []
+        backend = (execution.environment.get("machine_environment") or {}).get("backend")
+        if backend not in (None, "local"):
+            need = Resources(cpus=0.0, memory_mb=0, gpus=0)
         if need.gpus > cap.resources.gpus:
             problems.append(f"{need.gpus} GPU(s) but this machine has {cap.resources.gpus}")
         if need.cpus > cap.resources.cpus:
@@ -146,6 +150,38 @@ class Scheduler:
                                             statuses=[Status.STARTING, Status.RUNNING])
         return sum(1 for ex in active if ex.machine_environment == environment)
 
+    def wait_for_dispatch(
+        self,
+        execution: Execution,
+        *,
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Allocation | None:
+        """Hand a queued execution to a cluster backend (which places it) once its
+        environment's ``max-parallel`` allows; None if stopped first."""
+        from cairn.store.base import Allocation
+
+        limit = self._parallel_limit(execution)
+        delay, told = 0.05, False
+        while True:
+            if limit is None or self._active_in(execution.machine_environment) < limit:
+                if self.store.transition(execution.id, Status.STARTING, expect=[Status.QUEUED],
+                                         host=HOST, pid=os.getpid()):
+                    return Allocation()
+            current = self.store.get_execution(execution.project_id, execution.id)
+            if current.status != Status.QUEUED:
+                return None
+            if should_stop():
+                self.store.transition(execution.id, Status.STOPPED, expect=[Status.QUEUED],
+                                      ended_at=now(), status_detail="stopped while queued")
+                return None
+            if not told and on_wait is not None:
+                on_wait(f"waiting: environment '{execution.machine_environment}' runs at most "
+                        f"{limit} at once")
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
     # -- reports from executors -------------------------------------------------------
     def running(self, execution_id: str) -> None:
         self.store.transition(execution_id, Status.RUNNING, expect=[Status.STARTING],
@@ -159,6 +195,8 @@ class Scheduler:
             status, detail = Status.ERROR, outcome.detail
         elif outcome.reason == "failed-to-start":
             status, detail = Status.ERROR, outcome.detail
+        elif outcome.reason == "crashed":
+            status, detail = Status.CRASHED, outcome.detail
         elif outcome.exit_code == 0 and not outcome.refused_outputs:
             status, detail = Status.COMPLETE, outcome.detail
         elif outcome.exit_code == 0:

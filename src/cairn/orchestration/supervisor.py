@@ -9,6 +9,10 @@ def main(argv: list[str]) -> int:
     from cairn.orchestration.context import Context
     from cairn.orchestration.runs import supervise
 
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stacks to the log
     root, execution_id = argv
     ctx = Context.load(root)
     try:

@@ -58,6 +58,11 @@ class LogWriter:
                 self._fh.flush()
                 self._last_flush = now
 
+    def flush(self) -> None:
+        with self._lock:
+            self._fh.flush()
+            self._last_flush = time.monotonic()
+
     def close(self) -> None:
         with self._lock:
             self._fh.close()

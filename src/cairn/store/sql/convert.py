@@ -118,6 +118,7 @@ def execution(
         log_digest=row.log_digest,
         fingerprint=row.fingerprint,
         code_reads=row.code_reads,
+        node=row.node,
         metrics=metrics,
     )
 

@@ -147,6 +147,7 @@ executions = Table(
     Column("log_digest", DIGEST, nullable=True),
     Column("fingerprint", DIGEST, nullable=True),
     Column("code_reads", JSON, nullable=True),  # {path: digest} the step read; NULL: untraced
+    Column("node", String(255), nullable=True),  # the cluster node (Ray) it ran on
     UniqueConstraint("project_id", "counter", name="uq_executions_project_counter"),
     Index("ix_executions_project_step", "project_id", "step", "counter"),
     Index("ix_executions_project_status", "project_id", "status", "counter"),

@@ -74,6 +74,7 @@ TRANSITION_FIELDS = frozenset(
         "pid",
         "log_digest",
         "code_reads",
+        "node",
     }
 )
 _FINAL = [s.value for s in FINAL_STATUSES]

@@ -1,4 +1,5 @@
-"""Pipelines and sweeps (flows and their nodes), and execution fingerprints for reuse.
+"""Pipelines and sweeps (flows and their nodes), execution fingerprints and code reads for
+reuse, and the cluster node an execution ran on.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,6 +29,7 @@ def _utc() -> sa.DateTime:
 def upgrade() -> None:
     op.add_column("executions", sa.Column("fingerprint", DIGEST, nullable=True))
     op.add_column("executions", sa.Column("code_reads", sa.JSON, nullable=True))
+    op.add_column("executions", sa.Column("node", sa.String(255), nullable=True))
     op.create_index("ix_executions_fingerprint", "executions", ["project_id", "fingerprint"])
     op.create_table(
         "flows",
@@ -82,3 +84,4 @@ def downgrade() -> None:
     with op.batch_alter_table("executions") as batch:
         batch.drop_column("fingerprint")
         batch.drop_column("code_reads")
+        batch.drop_column("node")

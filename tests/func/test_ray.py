@@ -1,0 +1,180 @@
+"""The Ray backend against a real local cluster: a head and two workers with `ray start`.
+
+Worker A advertises the custom resource ``nodeA``, worker B ``nodeB``; environments ask for
+one or the other, so where each execution ran is observable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.client import Client
+from cairn.testing.raycluster import RayCluster, ray_cluster, ray_env
+
+from .conftest import wait_for
+
+pytest.importorskip("ray", reason="the ray extra is part of `make test`")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    with ray_cluster() as running:
+        yield running
+
+
+def configure(project: Path, address: str) -> None:
+    data = project / ".cairn"
+    data.mkdir(exist_ok=True)
+    (data / "config.toml").write_text(f"""\
+[environments.node-a]
+backend = "ray"
+address = "{address}"
+resources = {{ nodeA = 1 }}
+price-per-hour = 1.8
+
+[environments.node-b]
+backend = "ray"
+address = "{address}"
+resources = {{ nodeB = 1 }}
+
+[environments.nowhere]
+backend = "ray"
+address = "127.0.0.1:9"
+""")
+
+
+def cairn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cairn", *args], capture_output=True,
+                          text=True, env=ray_env(), timeout=timeout)
+
+
+@pytest.fixture
+def ray_project(project: Path, cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> Path:
+    configure(project, cluster.address)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    return project
+
+
+def test_placement_by_resources_outputs_metrics_and_cost(ray_project: Path,
+                                                         cluster: RayCluster) -> None:
+    a = cairn("run", "hello", "--count=4", "--environment", "node-a")
+    assert a.returncode == 0, a.stderr
+    assert "args: --count=4" in a.stdout  # the output streamed back to this terminal
+    b = cairn("run", "hello", "--environment", "node-b", "-q")
+    assert b.returncode == 0, b.stderr
+    with Client(ray_project) as client:
+        on_a, on_b = client.execution(1), client.execution(2)
+    assert on_a.status.value == "complete" and on_b.status.value == "complete"
+    assert on_a.node.split()[-1] == cluster.node_ids["nodeA"]
+    assert on_b.node.split()[-1] == cluster.node_ids["nodeB"]
+    assert {d.name for d in on_a.outputs} == {"result.txt", "sub/deep.txt"}
+    assert on_a.metrics["final_loss"] == 0.125 and on_a.metrics["accuracy"] == 0.75
+    assert on_a.machine_environment == "node-a" and on_a.cost is not None
+    logs = cairn("logs", "1")
+    assert "args: --count=4" in logs.stdout
+    ls = cairn("ls")
+    assert "node-a" in ls.stdout and "node-b" in ls.stdout and "total cost" in ls.stderr
+
+
+def test_live_logs_and_stop(ray_project: Path) -> None:
+    started = cairn("run", "sleep", "--seconds=60", "--environment", "node-b", "-d")
+    assert started.returncode == 0, started.stderr
+
+    def status() -> str:
+        with Client(ray_project) as client:
+            return client.execution(1).status.value
+
+    wait_for(lambda: status() == "running", timeout=60, what="running on the cluster")
+    wait_for(lambda: '"started"' in cairn("logs", "1").stdout, timeout=30,
+             what="a live log line")
+    t0 = time.monotonic()
+    assert cairn("stop", "1").returncode == 0
+    wait_for(lambda: status() == "stopped", timeout=40, what="stopped")
+    assert time.monotonic() - t0 < 30
+    with Client(ray_project) as client:
+        assert client.execution(1).ended_at is not None
+
+
+def test_submit_time_errors(ray_project: Path) -> None:
+    too_big = cairn("run", "hello", "--environment", "node-a", "--gpus", "1")
+    assert too_big.returncode != 0
+    assert "1 GPU(s) but a machine of 'node-a' has 0" in too_big.stderr
+    unreachable = cairn("run", "hello", "--environment", "nowhere", timeout=60)
+    assert unreachable.returncode != 0
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in unreachable.stderr
+    with Client(ray_project) as client:
+        assert client.executions() == []  # nothing queued forever
+
+
+def test_a_missing_ray_is_a_clear_error(project: Path) -> None:
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from cairn.executors.ray_backend import import_ray\n"
+            "try:\n    import_ray()\nexcept Exception as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "pip install 'cairn[ray]'" in out
+
+
+
+
+
+def test_a_pipeline_on_the_cluster_and_its_result_cache(ray_project: Path,
+                                                        cluster: RayCluster) -> None:
+    yaml = (ray_project / "cairn.yaml").read_text()
+    (ray_project / "cairn.yaml").write_text(yaml + """\
+- pipeline:
+    name: spread
+    nodes:
+      - {name: on-a, type: execution, step: hello, override: {environment: node-a}}
+      - {name: on-b, type: execution, step: copy, override: {environment: node-b}}
+    edges:
+      - [on-a.output.result.txt, on-b.input.data]
+""")
+    first = cairn("pipeline", "run", "spread", "--reuse")
+    assert first.returncode == 0, first.stderr
+    second = cairn("pipeline", "run", "spread", "--reuse")
+    assert second.returncode == 0, second.stderr
+    assert "on-a: reused" in second.stderr and "on-b: reused" in second.stderr
+    with Client(ray_project) as client:
+        runs = sorted(client.executions(), key=lambda e: e.counter)
+    assert len(runs) == 2  # the second pipeline ran nothing
+    assert runs[0].node.split()[-1] == cluster.node_ids["nodeA"]
+    assert runs[1].node.split()[-1] == cluster.node_ids["nodeB"]
+    assert [f.name for f in runs[1].inputs] == ["result.txt"]
+
+
+def test_a_node_that_dies_mid_run_crashes_its_execution(ray_project: Path,
+                                                         cluster: RayCluster) -> None:
+    """Last in this module: it kills worker B for good."""
+    started = cairn("run", "sleep", "--seconds=120", "--environment", "node-b", "-d")
+    assert started.returncode == 0, started.stderr
+    with Client(ray_project) as client:
+        counter = max(e.counter for e in client.executions())
+
+    def execution():  # noqa: ANN202
+        with Client(ray_project) as client:
+            return client.execution(counter)
+
+    wait_for(lambda: execution().status.value == "running" and execution().node, timeout=60,
+             what="running on node B")
+    cluster.kill_node("nodeB")
+    try:
+        wait_for(lambda: execution().status.value != "running", timeout=90,
+                 what=f"the end of #{counter} after its node died")
+    except AssertionError:
+        import signal
+
+        os.kill(execution().pid, signal.SIGUSR1)
+        time.sleep(1)
+        logs = sorted((ray_project / ".cairn" / "logs").glob("*.supervisor.log"))
+        raise AssertionError(logs[-1].read_text()[-3000:] if logs else "no supervisor log")
+    assert execution().status.value == "crashed", execution().status_detail
+    assert "died" in execution().status_detail
