@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 BENCHES = ("bench_startup.py", "bench_query.py", "bench_metrics.py", "bench_datasets.py",
-           "bench_pipelines.py")
+           "bench_pipelines.py", "bench_ray.py")
 
 
 def main(argv: list[str]) -> int:

@@ -42,6 +42,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -230,7 +231,9 @@ class S3BlobStore(BlobStore):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code == "NoSuchUpload":
+        if code in ("NoSuchUpload", "InvalidPart"):
+            # InvalidPart: another writer of the same blob completed (or is completing)
+            # the upload the parts were sent to.
             return _UploadGone(f"multipart upload gone: {error.get('Message', '')}")
         if code in _ACCESS_CODES or status == 403:
             return StoreError(
@@ -507,10 +510,12 @@ class S3BlobStore(BlobStore):
             # Writers of the same blob share its unfinished upload: when one completes it,
             # the others' requests fail (NoSuchUpload; some servers answer 500) and the
             # blob is there. An upload dropped by someone else is started again.
-            if self.has(digest):
-                return
-            if not isinstance(exc, _UploadGone):
-                raise
+            for _ in range(20):  # the other writer's completion may land a moment later
+                if self.has(digest):
+                    return
+                if not isinstance(exc, _UploadGone):
+                    raise
+                time.sleep(0.05)
             self._upload_parts(digest, path, size)
 
     def _part_size_for(self, size: int) -> int:
