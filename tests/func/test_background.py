@@ -96,8 +96,23 @@ def test_executions_beyond_capacity_wait_queued(project: Path) -> None:
         assert all(r.queued_at is not None for r in client.executions())
 
 
-def test_each_gpu_goes_to_one_execution(project: Path) -> None:
-    env = {"CAIRN_LOCAL_GPUS": "0,1", "CAIRN_LOCAL_CPUS": "8"}
+FAKE_SMI = """#!/bin/sh
+# A stand-in for nvidia-smi on a machine with two GPUs.
+echo "0, NVIDIA A100-SXM4-80GB, 81920, 550.54, GPU-aaaa"
+echo "1, NVIDIA A100-SXM4-80GB, 81920, 550.54, GPU-bbbb"
+"""
+
+
+@pytest.mark.parametrize("gpus_from", ["settings", "nvidia-smi"])
+def test_each_gpu_goes_to_one_execution(project: Path, tmp_path: Path, gpus_from: str) -> None:
+    if gpus_from == "settings":
+        env = {"CAIRN_LOCAL_GPUS": "0,1", "CAIRN_LOCAL_CPUS": "8"}
+    else:
+        fake = tmp_path / "fakebin"
+        fake.mkdir()
+        (fake / "nvidia-smi").write_text(FAKE_SMI)
+        (fake / "nvidia-smi").chmod(0o755)
+        env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "CAIRN_LOCAL_CPUS": "8"}
     for _ in range(3):
         assert cairn_proc("run", "sleep", "--seconds=3", "--gpus=1", "-d", env=env).returncode == 0
 
@@ -115,6 +130,10 @@ def test_each_gpu_goes_to_one_execution(project: Path) -> None:
             seen[run.id] = line.rsplit(" ", 1)[1]
             assert run.gpu_ids and seen[run.id] == str(run.gpu_ids[0])
     assert set(seen.values()) <= {"0", "1"}
+    if gpus_from == "nvidia-smi":  # the environment record lists what nvidia-smi reported
+        with Client(project) as client:
+            gpus = client.executions()[0].environment.get("gpus")
+        assert [g["name"] for g in gpus] == ["NVIDIA A100-SXM4-80GB"] * 2
     spans = _intervals(project)
     for (s1, e1, id1) in spans:
         for (s2, e2, id2) in spans:
