@@ -44,6 +44,7 @@ class LogWriter:
         self._fh = open(path, "a", encoding="utf-8", errors="replace", buffering=1 << 16)
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self._dirty = False
 
     def write(self, stream: str, text: str, when: float) -> None:
         self.write_many(stream, [text], when)
@@ -57,11 +58,20 @@ class LogWriter:
             if now - self._last_flush > 0.2:  # readable by `cairn logs --follow` soon
                 self._fh.flush()
                 self._last_flush = now
+                self._dirty = False
+            else:
+                self._dirty = True
+
+    def flush_if_dirty(self) -> None:
+        """Write out lines still buffered (a line followed by silence must show up too)."""
+        if self._dirty:
+            self.flush()
 
     def flush(self) -> None:
         with self._lock:
             self._fh.flush()
             self._last_flush = time.monotonic()
+            self._dirty = False
 
     def close(self) -> None:
         with self._lock:
@@ -131,6 +141,7 @@ def run_process(
                 break
             except subprocess.TimeoutExpired:
                 pass
+            log.flush_if_dirty()
             now = time.monotonic()
             if time_limit is not None and now - started > time_limit:
                 reason, detail = "time-limit", f"stopped: ran past its time limit of {_fmt(time_limit)}"

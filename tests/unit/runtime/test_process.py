@@ -95,3 +95,28 @@ def test_missing_program_is_reported(tmp_path: Path) -> None:
     log.close()
     assert result.exit_code is None
     assert "cannot start /nonexistent/program" in result.detail
+
+
+def test_a_line_followed_by_silence_is_readable_while_the_step_runs(tmp_path: Path) -> None:
+    import threading
+
+    log_path = tmp_path / "log"
+    log = LogWriter(log_path)
+    seen: list[str] = []
+
+    def watch() -> None:  # what `cairn logs --follow` would read meanwhile
+        time.sleep(0.2)
+        for _ in range(6):
+            time.sleep(0.05)
+            seen.append(log_path.read_text())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    # Two lines in quick succession (the second lands inside the writer's flush window),
+    # then nothing for a second.
+    run_process([sys.executable, "-c",
+                 "import time; print('one', flush=True); print('two', flush=True); "
+                 "time.sleep(1)"], cwd=tmp_path, env=os.environ, log=log)
+    watcher.join()
+    log.close()
+    assert "two" in seen[-1], seen
