@@ -12,12 +12,7 @@ import pytest
 
 from cairn.client import Client
 
-from .conftest import wait_for
-
-
-def cairn_proc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cairn", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+from .conftest import cairn_proc, pid_alive, wait_for
 
 
 def status_of(project: Path, ref: str) -> str:
@@ -174,23 +169,13 @@ def test_a_run_whose_supervisor_dies_is_marked_crashed(project: Path, cli) -> No
     workspace = project / ".cairn" / "work" / execution.id
     step_pid = int((workspace / "pid").read_text())
     os.kill(execution.pid, signal.SIGKILL)
-    wait_for(lambda: not _alive(execution.pid), what="supervisor gone")
-    assert _alive(step_pid)  # the step outlived its supervisor...
+    wait_for(lambda: not pid_alive(execution.pid), what="supervisor gone")
+    assert pid_alive(step_pid)  # the step outlived its supervisor...
     code, out, _ = cli("ls")
     assert code == 0 and "crashed" in out
     with Client(project) as client:
         assert "ended unexpectedly" in client.execution(1).status_detail
-    wait_for(lambda: not _alive(step_pid), what="orphan ended")  # ...until the reaper came
+    wait_for(lambda: not pid_alive(step_pid), what="orphan ended")  # ...until the reaper came
     assert not workspace.exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

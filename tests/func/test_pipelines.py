@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from cairn.client import Client
 from cairn.orchestration.context import Context
 
-from .conftest import wait_for
+from .conftest import cairn_proc, pid_alive, wait_for
 
 STEPS = """\
 - step:
@@ -388,16 +386,11 @@ RESUME = """\
 """
 
 
-def _cairn(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cairn", *args], capture_output=True,
-                          text=True, timeout=120)
-
-
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed(pipes: Path, cli, tmp_path: Path) -> None:  # noqa: ANN001
     write_project(pipes, RESUME)
     gate = tmp_path / "gate"
-    started = _cairn("pipeline", "run", "long", "--detach", f"--slow.gate={gate}")
+    started = cairn_proc("pipeline", "run", "long", "--detach", f"--slow.gate={gate}")
     assert started.returncode == 0, started.stderr
     wait_for(lambda: statuses(pipes).get("slow") == "running"
              and flow(pipes).node("slow").execution_id is not None
@@ -407,7 +400,7 @@ def test_resume_after_the_driver_is_killed(pipes: Path, cli, tmp_path: Path) -> 
     slow_before = execution_of(pipes, "slow")
     quick_before = flow(pipes).node("quick").execution_id
     os.kill(driver, signal.SIGKILL)
-    wait_for(lambda: not _alive(driver), what="driver gone")
+    wait_for(lambda: not pid_alive(driver), what="driver gone")
     assert execution_of(pipes, "slow").status.value == "running"  # nobody has noticed yet
     shown = cli("pipeline", "ls")[1]
     assert "crashed" in shown
@@ -425,21 +418,9 @@ def test_resume_after_the_driver_is_killed(pipes: Path, cli, tmp_path: Path) -> 
     assert "keeping quick" in err
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_stop_a_detached_pipeline(pipes: Path, cli) -> None:  # noqa: ANN001
     write_project(pipes, RESUME)
-    assert _cairn("pipeline", "run", "long", "--detach").returncode == 0
+    assert cairn_proc("pipeline", "run", "long", "--detach").returncode == 0
     wait_for(lambda: statuses(pipes).get("slow") == "running", timeout=60, what="slow running")
     code, _, err = cli("pipeline", "stop", "1")
     assert code == 0, err

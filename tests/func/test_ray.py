@@ -18,7 +18,7 @@ import pytest
 from cairn.client import Client
 from cairn.testing.raycluster import RayCluster, ray_cluster, ray_env
 
-from .conftest import wait_for
+from .conftest import cairn_proc, wait_for
 
 pytest.importorskip("ray", reason="the ray extra is part of `make test`")
 
@@ -53,8 +53,7 @@ address = "127.0.0.1:9"
 
 
 def cairn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cairn", *args], capture_output=True,
-                          text=True, env=ray_env(), timeout=timeout)
+    return cairn_proc(*args, env=ray_env(), timeout=timeout)
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from cairn.entities import Execution, Flow, FlowNode, FlowStatus, NodeStatus, Status
 from cairn.errors import CairnError, ExecutionError, NotFoundError, ParameterError
-from cairn.orchestration.scheduler import HOST, Scheduler, StopSignals, _alive
+from cairn.orchestration.background import HOST, dead_drivers, process_alive
+from cairn.orchestration.scheduler import Scheduler, StopSignals
 from cairn.store.base import NewFlow, NewFlowNode
 
 if TYPE_CHECKING:
@@ -250,14 +249,12 @@ def list_pipelines(ctx: Context, *, limit: int | None = None) -> list[Flow]:
 def reap_pipelines(ctx: Context) -> int:
     """Mark pipelines of this host whose driving process died as crashed."""
     count = 0
-    for flow in ctx.store.list_flows(ctx.project_id, KIND, limit=50):
-        if (flow.status == FlowStatus.RUNNING and flow.host == HOST and flow.pid
-                and flow.pid != os.getpid() and not _alive(flow.pid)):
-            if ctx.store.update_flow(flow.id, expect=[FlowStatus.RUNNING],
-                                     status=FlowStatus.CRASHED, ended_at=_now(),
-                                     status_detail=f"its driver (pid {flow.pid}) ended "
-                                     "unexpectedly; `cairn pipeline resume` continues it"):
-                count += 1
+    for flow in dead_drivers(ctx, KIND, limit=50):
+        if ctx.store.update_flow(flow.id, expect=[FlowStatus.RUNNING],
+                                 status=FlowStatus.CRASHED, ended_at=_now(),
+                                 status_detail=f"its driver (pid {flow.pid}) ended "
+                                 "unexpectedly; `cairn pipeline resume` continues it"):
+            count += 1
     return count
 
 
@@ -291,7 +288,7 @@ def stop_pipeline(ctx: Context, ref: str | int) -> Flow:
             execution = ctx.store.get_execution(ctx.project_id, node.execution_id)
             if not execution.status.is_final:
                 scheduler.stop(execution)
-    if flow.status == FlowStatus.CREATED or not (flow.host == HOST and flow.pid and _alive(flow.pid)):
+    if flow.status == FlowStatus.CREATED or not (flow.host == HOST and flow.pid and process_alive(flow.pid)):
         _finish_without_driver(ctx, flow, FlowStatus.STOPPED, "stopped")
     return ctx.store.get_flow(ctx.project_id, KIND, flow.id)
 
@@ -333,16 +330,10 @@ def prepare_resume(ctx: Context, ref: str | int) -> Flow:
 
 def start_detached(ctx: Context, flow: Flow) -> int:
     """Drive the pipeline from a background process; returns its pid."""
-    log_dir = ctx.settings.logs_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"pipeline-{flow.id}.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn.orchestration.pipeline_driver",
-             str(ctx.settings.project_root), flow.id],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            env=dict(os.environ), cwd=ctx.settings.project_root,
-        )
-    return proc.pid
+    from cairn.orchestration.background import start_background
+
+    return start_background(ctx, "cairn.orchestration.pipeline_driver", flow.id,
+                            f"pipeline-{flow.id}.log")
 
 
 # -- driving -------------------------------------------------------------------------

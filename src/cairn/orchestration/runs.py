@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -236,17 +233,10 @@ def supervise(
 
 def start_detached(ctx: Context, execution: Execution) -> int:
     """Supervise the execution from a background process; returns its pid."""
-    log_dir = ctx.settings.logs_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{execution.id}.supervisor.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn.orchestration.supervisor",
-             str(ctx.settings.project_root), execution.id],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, env=dict(os.environ),
-            cwd=ctx.settings.project_root,
-        )
-    return proc.pid
+    from cairn.orchestration.background import start_background
+
+    return start_background(ctx, "cairn.orchestration.supervisor", execution.id,
+                            f"{execution.id}.supervisor.log")
 
 
 def _resolve_inputs(ctx: Context, step: Step, given: Mapping[str, Sequence[str]]) -> list[InputFile]:

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from cairn.entities import ACTIVE_STATUSES, Execution, Resources, Status
 from cairn.errors import ExecutionError
+from cairn.orchestration.background import HOST, process_alive
 
 if TYPE_CHECKING:
     from cairn.executors.base import Outcome
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HOST = socket.gethostname()
 
 REAP_EVERY = 2.0
 _last_reap = float("-inf")
@@ -256,7 +255,7 @@ class Scheduler:
         count = 0
         for ex in self.store.list_executions(self.ctx.project_id,
                                              statuses=[Status.STARTING, Status.RUNNING]):
-            if ex.host == HOST and ex.pid and ex.pid != os.getpid() and not _alive(ex.pid):
+            if ex.host == HOST and ex.pid and ex.pid != os.getpid() and not process_alive(ex.pid):
                 self.crash(ex.id, f"its supervisor (pid {ex.pid}) ended unexpectedly")
                 _end_orphan(self.ctx.settings.work_dir / ex.id, ex.id)
                 count += 1
@@ -287,16 +286,6 @@ def _dedicated_supervisor(pid: int) -> bool:
     if b"cairn.orchestration.supervisor" in text:
         return True
     return b" run " in text + b" " and b"pipeline" not in text and b"task" not in text
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 class StopSignals:

@@ -34,7 +34,6 @@ import random
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -378,7 +377,7 @@ class _Driver:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> Flow:
-        from cairn.orchestration.scheduler import HOST
+        from cairn.orchestration.background import HOST
 
         if not self.store.update_flow(self.flow.id, expect=[FlowStatus.CREATED],
                                       status=FlowStatus.RUNNING, started_at=now(), host=HOST,
@@ -853,13 +852,11 @@ def stop_sweep(ctx: Context, ref: str | int) -> Flow:
 
 def reap_sweeps(ctx: Context) -> int:
     """Mark running sweeps of this host whose driver process died as crashed."""
-    from cairn.orchestration.scheduler import HOST, Scheduler
+    from cairn.orchestration.background import dead_drivers
+    from cairn.orchestration.scheduler import Scheduler
 
     count = 0
-    for flow in ctx.store.list_flows(ctx.project_id, KIND):
-        if (flow.status != FlowStatus.RUNNING or flow.host != HOST or not flow.pid
-                or flow.pid == os.getpid() or _alive(flow.pid)):
-            continue
+    for flow in dead_drivers(ctx, KIND):
         Scheduler(ctx).reap()  # its trials' executions, supervised by the dead driver
         if not ctx.store.update_flow(
                 flow.id, expect=[FlowStatus.RUNNING], status=FlowStatus.CRASHED, ended_at=now(),
@@ -876,28 +873,11 @@ def reap_sweeps(ctx: Context) -> int:
     return count
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def start_detached(ctx: Context, flow: Flow) -> int:
     """Drive the sweep from a background process (logging to the logs folder); its pid."""
-    log_dir = ctx.settings.logs_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"task-{flow.id}.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn.orchestration.sweeps",
-             str(ctx.settings.project_root), flow.id],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            env=dict(os.environ), cwd=ctx.settings.project_root,
-        )
-    return proc.pid
+    from cairn.orchestration.background import start_background
+
+    return start_background(ctx, "cairn.orchestration.sweeps", flow.id, f"task-{flow.id}.log")
 
 
 def main(argv: list[str]) -> int:
