@@ -117,7 +117,7 @@ def test_an_empty_space_is_an_error() -> None:
 
 
 def test_bayesian_plans_nothing_ahead_and_suggests_through_optuna() -> None:
-    optuna = pytest.importorskip("optuna")
+    import optuna  # part of the test extra: `make test` installs it
     dims = dimensions([V("lr", "random", {"min": 0.001, "max": 0.1,
                                           "distribution": "loguniform"}),
                        V("layers", "random", {"min": 1, "max": 4, "integerify": True}),
