@@ -572,3 +572,30 @@ def test_node_starting_and_node_error_actions_and_command_override(pipes: Path, 
     assert third.status.value == "error" and "node-error" in third.status_detail
     assert {n.name: n.status.value for n in third.nodes} == {"broken": "error", "after": "skipped"}
     assert "overridden" in cli("logs", str(execution_of(pipes, "broken", 3).counter))[1]
+
+
+def test_a_required_parameter_can_come_from_an_edge(pipes: Path, cli) -> None:  # noqa: ANN001
+    write_project(pipes, """\
+- step:
+    name: needs
+    image: python:3.11
+    command: python use.py {parameters}
+    parameters:
+      - name: lr
+        type: float
+    inputs:
+      - name: data
+        optional: true
+- pipeline:
+    name: fed
+    nodes:
+      - {name: make, type: execution, step: make}
+      - {name: needs, type: execution, step: needs}
+    edges:
+      - [make.metadata.score, needs.parameter.lr]
+""")
+    code, _, err = cli("pipeline", "run", "fed", "--make.size=4")
+    assert code == 0, err
+    assert execution_of(pipes, "needs").parameters == {"lr": 0.4}
+    code, _, err = cli("pipeline", "run", "fed", "--make.size=nope")
+    assert code == 2 and "size" in err  # static values are still checked before running
