@@ -168,6 +168,10 @@ def test_a_run_whose_supervisor_dies_is_marked_crashed(project: Path, cli) -> No
         execution = client.execution(1)
     workspace = project / ".cairn" / "work" / execution.id
     step_pid = int((workspace / "pid").read_text())
+    # Let the step print its first lines first: a line written after its reader died
+    # would end it with a broken pipe, and this test is about a step that outlives it.
+    log = project / ".cairn" / "logs" / f"{execution.id}.log"
+    wait_for(lambda: log.exists() and '"started"' in log.read_text(), what="the step's output")
     os.kill(execution.pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(execution.pid), what="supervisor gone")
     assert pid_alive(step_pid)  # the step outlived its supervisor...
