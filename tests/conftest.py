@@ -17,6 +17,8 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("CAIRN_") and key != "CAIRN_TEST_POSTGRES_URL":
             monkeypatch.delenv(key)
     monkeypatch.setenv("CAIRN_USER_CONFIG", str(tmp_path / "no-user-config.toml"))
+    # Schedulers that `cairn run --detach` starts end soon after the test's queue empties.
+    monkeypatch.setenv("CAIRN_SCHEDULER_IDLE_EXIT", "3")
 
 
 @pytest.fixture

@@ -163,6 +163,8 @@ class Execution:
     fingerprint: Digest | None = None  # the result cache's key: step, parameters, inputs...
     code_reads: dict[str, Digest] | None = None  # snapshot files it read; None: untraced
     node: str | None = None  # the cluster node it ran on (Ray: "<ip> <node id>")
+    priority: int = 0  # the queue's order: higher first, then first queued first
+    restart_of: str | None = None  # the crashed execution this automatic restart continues
     metrics: dict[str, Any] = field(default_factory=dict)  # latest value per key
 
     @property
@@ -179,6 +181,11 @@ class Execution:
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+    @property
+    def backend(self) -> str:
+        """Where it runs: ``local`` (a host's processes) or ``ray`` (a cluster)."""
+        return str((self.environment.get("machine_environment") or {}).get("backend") or "local")
 
     @property
     def machine_environment(self) -> str:
@@ -380,8 +387,11 @@ class Environment:
     max_parallel: int | None = None
     address: str | None = None
     description: str | None = None
+    autorestart: int = 0  # restarts of a crashed/preempted execution (input `_restart`)
+    grace_seconds: float | None = None  # SIGTERM → SIGKILL on stop; None: the setting
 
     def to_record(self) -> dict[str, Any]:
         """What an execution records of the environment it ran in."""
         return {"name": self.name, "backend": self.backend, "price_per_hour": self.price_per_hour,
-                "gpu_kind": self.gpu_kind, "resources": dict(self.resources)}
+                "gpu_kind": self.gpu_kind, "resources": dict(self.resources),
+                "autorestart": self.autorestart, "grace_seconds": self.grace_seconds}

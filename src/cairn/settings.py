@@ -31,6 +31,10 @@ class Settings:
     local_gpus: str | None = None  # None: nvidia-smi; "" none; "0,1" these
     keep_workspaces: bool = False
     cache_max_bytes: int | None = None  # local cache of a remote (s3://) store; None: no bound
+    # A scheduler started on demand (`cairn run --detach`) ends after this many idle seconds.
+    scheduler_idle_exit: float = 30.0
+    # Preemption and `cairn stop`: seconds between SIGTERM to the step and SIGKILL.
+    stop_grace_seconds: float = 10.0
     # Named machine types, ``[environments.NAME]`` tables of the user's and the project's
     # config (the project's win, key by key); see cairn.orchestration.environments.
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -119,7 +123,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     try:
-        for key in ("local_cpus",):
+        for key in ("local_cpus", "scheduler_idle_exit", "stop_grace_seconds"):
             if out.get(key) not in (None, ""):
                 out[key] = float(out[key])
         if out.get("cache_max_bytes") not in (None, ""):

@@ -117,6 +117,31 @@ def test_database_from_a_newer_cairn(project: Path, cli) -> None:  # noqa: ANN00
     assert (project / ".cairn" / "cairn.db").stat().st_size > 0  # nothing was touched
 
 
+def test_database_url_unreachable_or_refused(
+    project: Path, cli, monkeypatch: pytest.MonkeyPatch, postgres_url: str  # noqa: ANN001
+) -> None:
+    """A real PostgreSQL server: a port nothing listens on, an unknown user, a missing
+    database. Each says what is wrong and what to fix; no password is ever printed."""
+    from sqlalchemy.engine import make_url
+
+    from cairn.testing.raycluster import free_port
+
+    server = make_url(postgres_url)
+    cases = [
+        (server.set(port=free_port(), password="s3cret"), "cannot reach the database server",
+         "host and port in database_url"),
+        (server.set(username="nobody-here", password="s3cret"), "refused the login",
+         "user name and password in database_url"),
+        (server.set(database="no_such_db"), "no such database", "createdb"),
+    ]
+    for url, what, hint in cases:
+        monkeypatch.setenv("CAIRN_DATABASE_URL", url.render_as_string(hide_password=False))
+        code, _, err = cli("ls")
+        assert code == 5, err
+        assert what in err and hint in err, err
+        assert "s3cret" not in err
+
+
 def test_missing_project_file(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     monkeypatch.chdir(tmp_path)
     code, _, err = cli("run", "x")

@@ -134,6 +134,9 @@ def show(ref: str, fmt: str) -> None:
     rerun_of = ""
     if e.rerun_of:
         rerun_of = f" (re-run of #{ctx.store.get_execution(ctx.project_id, e.rerun_of).counter})"
+    if e.restart_of:
+        rerun_of += (" (automatic restart of "
+                     f"#{ctx.store.get_execution(ctx.project_id, e.restart_of).counter})")
     line = click.style
     click.echo(line(f"#{e.counter} {e.step}", bold=True) + f"  {render.status(e.status.value)}"
                + rerun_of)

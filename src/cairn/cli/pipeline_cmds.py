@@ -81,10 +81,12 @@ def _extra_options(args: list[str]) -> tuple[dict[str, Any], dict[str, dict[str,
                    "environment (default: the pipeline's reuse-executions).")
 @click.option("--retries", default=1, show_default=True,
               help="Extra attempts for nodes with on-error: retry.")
+@click.option("--priority", default=0, show_default=True,
+              help="Queue priority of its executions: higher starts first.")
 @click.option("--detach", "-d", is_flag=True, help="Return at once; it runs in the background.")
 @click.pass_context
 def run(click_ctx: click.Context, name: str, params: tuple[str, ...], reuse: bool | None,
-        retries: int, detach: bool) -> None:
+        retries: int, priority: int, detach: bool) -> None:
     """Run the pipeline NAME: each node starts when the nodes upstream of it have succeeded.
 
     Set a node's parameter with --NODE.PARAM=VALUE (e.g. --train.epochs=3) and a pipeline
@@ -96,7 +98,8 @@ def run(click_ctx: click.Context, name: str, params: tuple[str, ...], reuse: boo
     extra_pipeline, extra_nodes = _extra_options(list(click_ctx.args))
     values = {**extra_pipeline, **_values(params, "NAME")}
     flow = P.create_pipeline(ctx, P.PipelineRequest(
-        name=name, parameters=values, node_parameters=extra_nodes, reuse=reuse, retries=retries))
+        name=name, parameters=values, node_parameters=extra_nodes, reuse=reuse, retries=retries,
+        priority=priority))
     click_ctx.exit(_drive(ctx, flow, detach=detach))
 
 

@@ -92,6 +92,9 @@ def step_command(step: Step) -> click.Command:
     opt("--environment", "cairn_environment", metavar="NAME",
         help="The environment (machine type) to run on; `cairn environments` lists them "
              "(default: the step's environment, else default-environment, else local).")
+    opt("--priority", "cairn_priority", type=int, default=0, show_default=True,
+        help="Its place in the queue: higher starts first; equal ones first come, first "
+             "served.")
     opt("--title", "cairn_title", help="A title for the execution.")
     opt("--tag", "cairn_tags", multiple=True, help="Tag the execution. Repeatable.")
     opt("--cpus", "cairn_cpus", type=float, help="CPUs it needs (default: the step's resources, else 1).")
@@ -157,6 +160,7 @@ def _run_step(ctx: Context, step: str, values: dict[str, Any]) -> int:
         gpus=values.get("cairn_gpus"),
         reuse=bool(values.get("cairn_reuse")),
         environment=values.get("cairn_environment"),
+        priority=int(values.get("cairn_priority") or 0),
     )
     execution, reused = create_or_reuse(ctx, request)
     if reused:
@@ -176,8 +180,10 @@ def _launch(ctx: Context, execution: Execution, *, detach: bool, quiet: bool) ->
 
     note = f"#{execution.counter} {execution.step} ({execution.id})"
     if detach:
-        start_detached(ctx, execution)
-        _say(f"{note} queued; follow it with `cairn logs {execution.counter} --follow`")
+        pid = start_detached(ctx, execution)
+        where = f"the scheduler (pid {pid}) starts it" if pid else "it left the queue"
+        _say(f"{note} queued; {where}; `cairn queue` shows the queue, "
+             f"`cairn logs {execution.counter} --follow` its output")
         click.echo(execution.id)
         return 0
     _say(f"{note} {'re-running #' + _counter_of(ctx, execution.rerun_of) if execution.rerun_of else 'started'}")

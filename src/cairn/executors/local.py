@@ -13,7 +13,7 @@ from cairn.runtime.codetrace import code_reads, trace_environment, traceable
 from cairn.runtime.inputs import materialize_inputs
 from cairn.runtime.metrics import MetricSink
 from cairn.runtime.output_metadata import apply_output_metadata
-from cairn.runtime.outputs import collect_outputs
+from cairn.runtime.outputs import LiveOutputs, collect_outputs
 from cairn.runtime.process import LogWriter, run_process
 from cairn.runtime.snapshot import restore_code
 from cairn.runtime.workspace import Workspace, step_environment, write_config
@@ -32,9 +32,17 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, ctx: Context, *, grace_seconds: float = 10.0) -> None:
+    def __init__(self, ctx: Context, *, grace_seconds: float | None = None) -> None:
         self.ctx = ctx
         self.grace_seconds = grace_seconds
+
+    def grace_for(self, execution: Execution) -> float:
+        """Seconds between SIGTERM and SIGKILL when it is stopped or preempted: the
+        environment's ``grace-seconds``, else the ``stop-grace-seconds`` setting."""
+        if self.grace_seconds is not None:
+            return self.grace_seconds
+        env = (execution.environment.get("machine_environment") or {}).get("grace_seconds")
+        return float(env if env is not None else self.ctx.settings.stop_grace_seconds)
 
     def execute(self, execution: Execution, allocation: Allocation, reporter: Reporter) -> Outcome:
         ctx, settings = self.ctx, self.ctx.settings
@@ -82,15 +90,18 @@ class LocalExecutor(Executor):
                 (ws.root / "pid").write_text(str(pid))  # lets a reaper end an orphan
                 reporter.started(pid)
 
+            live = LiveOutputs(ws.outputs, content, project_id=execution.project_id,
+                               execution_id=execution.id, record=store.add_datums)
             try:
-                result = run_process(
-                    argv, cwd=ws.repository, env=env, log=writer, metrics=sink,
-                    on_line=reporter.line, on_start=started,
-                    should_stop=reporter.should_stop,
-                    time_limit=execution.time_limit,
-                    no_output_timeout=execution.no_output_timeout,
-                    grace_seconds=self.grace_seconds,
-                )
+                with live:
+                    result = run_process(
+                        argv, cwd=ws.repository, env=env, log=writer, metrics=sink,
+                        on_line=reporter.line, on_start=started,
+                        should_stop=reporter.should_stop,
+                        time_limit=execution.time_limit,
+                        no_output_timeout=execution.no_output_timeout,
+                        grace_seconds=self.grace_for(execution),
+                    )
             finally:
                 sink.close()
             reads = None
@@ -117,6 +128,9 @@ class LocalExecutor(Executor):
                 execution_id=execution.id, datums=collected.datums)
             for message in collected.refused:
                 system(f"refused: {message}")
+            if live.datums:
+                system(f"live outputs: {len(live.datums)} files stored while it ran")
+                collected.datums[:0] = live.datums
             system(f"outputs: {len(collected.datums)} files, "
                    f"{format_size(sum(d.size for d in collected.datums))}")
         finally:

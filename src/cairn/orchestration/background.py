@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from cairn.entities import Flow
     from cairn.orchestration.context import Context
 
-HOST = socket.gethostname()
+HOST = os.environ.get("CAIRN_HOST") or socket.gethostname()
+"""This machine's name in the metadata store (``CAIRN_HOST`` overrides the host name): the
+executions it runs, the processes it waits on, the capacity it offers are recorded under it."""
 
 
 def start_background(ctx: Context, module: str, ref: str, log_name: str) -> int:

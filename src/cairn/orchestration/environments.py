@@ -40,7 +40,7 @@ BACKENDS = ("local", "ray")
 LOCAL = "local"
 
 _NUMBERS = {"cpus": float, "memory_mb": int, "gpus": int, "price_per_hour": float,
-            "max_parallel": int}
+            "max_parallel": int, "grace_seconds": float, "autorestart": int}
 
 
 def load_environments(settings: Settings) -> dict[str, Environment]:
@@ -62,6 +62,10 @@ def load_environments(settings: Settings) -> dict[str, Environment]:
                 raise ConfigError(f"{where} has an unknown key '{key}'"
                                   + (f" ({guess})" if guess else ""),
                                   "keys: " + ", ".join(sorted(k.replace("_", "-") for k in known)))
+            if attr == "autorestart" and isinstance(value, bool):
+                from cairn.project._validate_step import AUTORESTART_DEFAULT
+
+                value = AUTORESTART_DEFAULT if value else 0
             if attr in _NUMBERS:
                 try:
                     value = _NUMBERS[attr](value)

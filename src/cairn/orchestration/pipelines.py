@@ -70,6 +70,7 @@ class PipelineRequest:
     node_parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     reuse: bool | None = None  # None: the pipeline's reuse-executions
     retries: int = 1  # attempts after the first for nodes with on-error: retry
+    priority: int = 0  # the queue priority of its executions
 
 
 # -- creating ------------------------------------------------------------------------
@@ -116,7 +117,8 @@ def create_pipeline(ctx: Context, request: PipelineRequest) -> Flow:
         name=pipeline.name,
         definition={"pipeline": pipeline.to_dict(), "steps": steps, "tasks": tasks},
         parameters={"pipeline": dict(request.parameters), "nodes": node_values},
-        options={"reuse": bool(reuse), "retries": max(0, int(request.retries))},
+        options={"reuse": bool(reuse), "retries": max(0, int(request.retries)),
+                 "priority": int(request.priority)},
         nodes=tuple(NewFlowNode(n.name, n.type) for n in pipeline.nodes),
     ))
 
@@ -487,6 +489,7 @@ class PipelineRunner:
                 return
             request = RunRequest(step=step.name, parameters=parameters, inputs=inputs,
                                  reuse=bool(self.flow.options.get("reuse")),
+                                 priority=int(self.flow.options.get("priority") or 0),
                                  title=f"pipeline #{self.flow.counter} {self.flow.name}: {name}")
             execution, reused = create_or_reuse(self.ctx, request, step=step,
                                                 snapshot=self.snapshot)
@@ -525,6 +528,7 @@ class PipelineRunner:
         spec.variants = [v for v in spec.variants if v.name not in parameters] + fixed
         spec.inputs = {**spec.inputs, **inputs}
         spec.reuse = spec.reuse or bool(self.flow.options.get("reuse"))
+        spec.priority = spec.priority or int(self.flow.options.get("priority") or 0)
         child, snapshot = sweeps.create_sweep(self.ctx, spec)
         self._set(name, status=NodeStatus.RUNNING, attempts=self.attempts[name],
                   started_at=_now(), detail=None, child_flow_id=child.id)

@@ -33,6 +33,8 @@ class RunRequest:
     gpus: int | None = None
     reuse: bool = False  # reuse a completed execution with the same fingerprint
     environment: str | None = None  # machine type; None: the step's, else the default
+    priority: int = 0  # the queue's order: higher first, then first queued first
+    autorestart: int | None = None  # restarts after a crash; None: the step's, else the environment's
 
 
 @dataclass
@@ -123,8 +125,11 @@ def prepare_execution(
 
         import_ray()  # a missing extra is an error now, not when it is dispatched
     snapshot = snapshot or Snapshot.capture(ctx)
+    restarts = request.autorestart
+    if restarts is None:
+        restarts = step.autorestart or machine.autorestart
     environment = dict(snapshot.environment, step_variables=variables,
-                       machine_environment=machine.to_record())
+                       machine_environment=machine.to_record(), autorestart=int(restarts))
     new = NewExecution(
         project_id=ctx.project_id,
         step=step.name,
@@ -139,6 +144,7 @@ def prepare_execution(
         tags=tuple(request.tags),
         time_limit=step.time_limit,
         no_output_timeout=step.no_output_timeout,
+        priority=request.priority,
     )
     return replace(new, fingerprint=fingerprint(new))
 
@@ -178,8 +184,52 @@ def create_rerun(ctx: Context, ref: str | int) -> Execution:
         rerun_of=original.id,
         time_limit=original.time_limit,
         no_output_timeout=original.no_output_timeout,
+        priority=original.priority,
     )
     return _store_and_queue(ctx, replace(new, fingerprint=fingerprint(new)))
+
+
+RESTART_INPUT = "_restart"
+"""The input a restarted execution finds its crashed predecessor's outputs in."""
+
+
+def autorestart(ctx: Context, execution_id: str) -> Execution | None:
+    """Queue a new execution continuing a crashed (or preempted) one, if its step or
+    environment asks for automatic restarts and it has restarts left; None otherwise.
+
+    The new execution runs the same code snapshot, command, parameters and inputs, plus the
+    crashed one's outputs (its checkpoints) as the input ``_restart``. It goes to the shared
+    queue, where this host's scheduler (started if needed) or any other dispatches it.
+    Executions of a pipeline or sweep are left to it (``on-error: retry``).
+    """
+    from cairn.orchestration.cache import fingerprint
+
+    store = ctx.store
+    crashed = store.get_execution(ctx.project_id, execution_id)
+    budget = int(crashed.environment.get("autorestart") or 0)
+    if crashed.status != Status.CRASHED or budget <= 0 or store.flows_of_execution(crashed.id):
+        return None
+    done, ref = 0, crashed
+    while ref.restart_of:
+        done += 1
+        ref = store.get_execution(ctx.project_id, ref.restart_of)
+    if done >= budget:
+        return None
+    outputs = store.list_datums(ctx.project_id, execution_id=crashed.id)
+    inputs = [f for f in crashed.inputs if f.input_name != RESTART_INPUT] + [
+        InputFile(RESTART_INPUT, d.name, f"datum://{d.id}", d.digest, d.size, d.id)
+        for d in outputs]
+    new = NewExecution(
+        project_id=crashed.project_id, step=crashed.step, parameters=crashed.parameters,
+        command=crashed.command, inputs=inputs, code=crashed.code,
+        environment=crashed.environment, step_config=crashed.step_config,
+        resources=crashed.resources, title=crashed.title, tags=crashed.tags,
+        time_limit=crashed.time_limit, no_output_timeout=crashed.no_output_timeout,
+        priority=crashed.priority, restart_of=crashed.id,
+    )
+    restarted = _store_and_queue(ctx, replace(new, fingerprint=fingerprint(new)))
+    start_detached(ctx, restarted)
+    return restarted
 
 
 def _store_and_queue(ctx: Context, new: NewExecution) -> Execution:
@@ -216,7 +266,7 @@ def supervise(
     with StopSignals() as signals:
         reporter = _Reporter()
         wait = scheduler.wait_for_slot if backend == "local" else scheduler.wait_for_dispatch
-        allocation = wait(
+        allocation = scheduler.claimed(execution) or wait(
             execution, should_stop=reporter.should_stop,
             on_wait=(lambda msg: on_line("sys", msg)) if on_line else None,
         )
@@ -227,11 +277,29 @@ def supervise(
             except BaseException as exc:
                 scheduler.crash(execution.id, f"cairn failed while running it: {exc!r}")
                 raise
+            if (outcome.reason == "stopped" and signals.preempted
+                    and not store.get_execution(execution.project_id, execution.id).stop_requested):
+                # SIGTERM to cairn that no `cairn stop` asked for: the machine is going away
+                # (a spot instance reclaimed, a node drained). Not the user's stop.
+                outcome = replace(outcome, reason="crashed", detail=(
+                    "preempted: cairn got SIGTERM; the step was given its grace period to "
+                    "save checkpoints to its outputs, which were kept"))
             scheduler.finish(execution.id, outcome)
     return store.get_execution(execution.project_id, execution.id)
 
 
-def start_detached(ctx: Context, execution: Execution) -> int:
+def start_detached(ctx: Context, execution: Execution) -> int | None:
+    """Hand the queued execution to the shared queue and make sure this host's scheduler
+    process runs to dispatch it; returns the scheduler's pid (None: it already left the
+    queue, e.g. stopped)."""
+    from cairn.orchestration.dispatch import ensure_scheduler
+
+    if not Scheduler(ctx).share(execution):
+        return None
+    return ensure_scheduler(ctx)
+
+
+def start_supervisor(ctx: Context, execution: Execution) -> int:
     """Supervise the execution from a background process; returns its pid."""
     from cairn.orchestration.background import start_background
 

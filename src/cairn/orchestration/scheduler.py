@@ -3,8 +3,13 @@
 created → queued → starting → running → complete | error | stopped | crashed
 
 Executors report what happens (started, ended); the scheduler turns that into state. The
-local queue lives in the metadata store: an execution waits in ``queued`` until
-:meth:`MetadataStore.allocate` finds room for its resources on this host.
+queue lives in the metadata store, ordered by priority and then first come first served
+(:meth:`MetadataStore.queue`). A queued execution is either *waited on* by a process of
+this host (`cairn run` in a terminal, a pipeline's or sweep's driver: ``host`` and ``pid``
+name it) or in the *shared queue* (``host`` unset: `cairn run --detach`), from which any
+scheduler process pointed at the same database dispatches it
+(:mod:`cairn.orchestration.dispatch`). Either way it starts once
+:meth:`MetadataStore.allocate` finds room for it after those ahead of it.
 """
 
 from __future__ import annotations
@@ -95,10 +100,18 @@ class Scheduler:
                 "lower the step's `resources` or pass --cpus/--memory/--gpus to `cairn run`",
             )
         queued_at = now()
+        # Waited on by this process until it hands it to the shared queue (`share`).
         if not self.store.transition(execution.id, Status.QUEUED, expect=[Status.CREATED],
-                                     queued_at=queued_at):
+                                     queued_at=queued_at, host=HOST, pid=os.getpid()):
             return self.store.get_execution(execution.project_id, execution.id)
-        return replace(execution, status=Status.QUEUED, queued_at=queued_at)
+        return replace(execution, status=Status.QUEUED, queued_at=queued_at, host=HOST,
+                       pid=os.getpid())
+
+    def share(self, execution: Execution) -> bool:
+        """Hand a queued execution this process waits on to the shared queue, where a
+        scheduler process (of any host on this database) dispatches it."""
+        return self.store.transition(execution.id, Status.QUEUED, expect=[Status.QUEUED],
+                                     host=None, pid=None)
 
     def wait_for_slot(
         self,
@@ -129,13 +142,47 @@ class Scheduler:
                 self.store.transition(execution.id, Status.STOPPED, expect=[Status.QUEUED],
                                       ended_at=now(), status_detail="stopped while queued")
                 return None
-            if not told and on_wait is not None:
-                on_wait("waiting for a free slot on this machine "
-                        f"(needs {execution.resources.cpus:g} CPU, "
-                        f"{execution.resources.gpus} GPU)")
+            if not told:
+                self._wake_scheduler(execution)
+                if on_wait is not None:
+                    on_wait("waiting for a free slot on this machine "
+                            f"(needs {execution.resources.cpus:g} CPU, "
+                            f"{execution.resources.gpus} GPU)")
                 told = True
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def _wake_scheduler(self, execution: Execution) -> None:
+        """Executions of the shared queue may be ahead of this one: make sure a scheduler
+        process dispatches them (else this one would wait behind them forever)."""
+        from cairn.orchestration.dispatch import ensure_scheduler, shared_waiting
+
+        if shared_waiting(self.ctx):
+            ensure_scheduler(self.ctx)
+
+    def claimed(self, execution: Execution) -> Allocation | None:
+        """The allocation of an execution a scheduler process of this host already
+        started for this supervisor; None if it is not one."""
+        from cairn.store.base import Allocation
+
+        if execution.status != Status.STARTING or execution.host != HOST:
+            return None
+        self.store.transition(execution.id, Status.STARTING, expect=[Status.STARTING],
+                              pid=os.getpid())
+        return Allocation(gpu_ids=tuple(execution.gpu_ids))
+
+    def dispatchable(self, execution: Execution) -> bool:
+        """Whether a queued cluster execution may go now: its environment's
+        ``max-parallel`` leaves room for it after those queued ahead of it there."""
+        limit = self._parallel_limit(execution)
+        if limit is None:
+            return True
+        room = limit - self._active_in(execution.machine_environment)
+        if room <= 0:
+            return False
+        ahead = [ex.id for ex in self.store.queue(project_id=execution.project_id)
+                 if ex.machine_environment == execution.machine_environment]
+        return execution.id not in ahead or ahead.index(execution.id) < room
 
     def _parallel_limit(self, execution: Execution) -> int | None:
         """The ``max-parallel`` of the execution's environment, if it sets one."""
@@ -163,7 +210,7 @@ class Scheduler:
         limit = self._parallel_limit(execution)
         delay, told = 0.05, False
         while True:
-            if limit is None or self._active_in(execution.machine_environment) < limit:
+            if self.dispatchable(execution):
                 if self.store.transition(execution.id, Status.STARTING, expect=[Status.QUEUED],
                                          host=HOST, pid=os.getpid()):
                     return Allocation()
@@ -204,18 +251,33 @@ class Scheduler:
         else:
             status = Status.ERROR
             detail = outcome.detail or f"the command exited with status {outcome.exit_code}"
-        self.store.transition(
+        changed = self.store.transition(
             execution_id, status, expect=ACTIVE_STATUSES, ended_at=now(),
             exit_code=outcome.exit_code, status_detail=detail, log_digest=outcome.log_digest,
             code_reads=outcome.code_reads,
         )
+        if changed and status == Status.CRASHED:
+            self._autorestart(execution_id)
 
     def crash(self, execution_id: str, detail: str) -> None:
-        self.store.transition(
+        if self.store.transition(
             execution_id, Status.CRASHED,
             expect=[Status.CREATED, Status.QUEUED, Status.STARTING, Status.RUNNING],
             ended_at=now(), status_detail=detail,
-        )
+        ):
+            self._autorestart(execution_id)
+
+    def _autorestart(self, execution_id: str) -> None:
+        """Queue the restart of a crashed execution whose step or environment asks for it."""
+        from cairn.orchestration.runs import autorestart
+
+        try:
+            restarted = autorestart(self.ctx, execution_id)
+        except Exception as exc:  # noqa: BLE001 - the crash is recorded; say why no restart
+            log.warning("could not restart execution %s: %s", execution_id, exc)
+            return
+        if restarted is not None:
+            log.info("execution %s crashed; restarted as #%s", execution_id, restarted.counter)
 
     # -- user actions -----------------------------------------------------------------
     def stop(self, execution: Execution) -> Execution:
@@ -251,28 +313,50 @@ class Scheduler:
         return self.reap()
 
     def reap(self) -> int:
-        """Mark executions of this host whose supervisor died as crashed."""
+        """Mark executions of this host whose supervisor died as crashed, and queued ones
+        whose waiting process died (a shared-queue one has none and stays)."""
         count = 0
-        for ex in self.store.list_executions(self.ctx.project_id,
-                                             statuses=[Status.STARTING, Status.RUNNING]):
+        for ex in self.store.list_executions(
+                self.ctx.project_id, statuses=[Status.QUEUED, Status.STARTING, Status.RUNNING]):
             if ex.host == HOST and ex.pid and ex.pid != os.getpid() and not process_alive(ex.pid):
-                self.crash(ex.id, f"its supervisor (pid {ex.pid}) ended unexpectedly")
-                _end_orphan(self.ctx.settings.work_dir / ex.id, ex.id)
+                if ex.status == Status.QUEUED:
+                    self.crash(ex.id, f"the process waiting to start it (pid {ex.pid}) ended")
+                else:
+                    saved = self._end_orphan(ex)
+                    self.crash(ex.id, f"its supervisor (pid {ex.pid}) ended unexpectedly"
+                               + (f"; {saved} output file(s) it had written were kept"
+                                  if saved else ""))
                 count += 1
         return count
 
+    def _end_orphan(self, ex: Execution) -> int:
+        """Kill the step's process group left behind by a dead supervisor, keep the outputs
+        it had written (checkpoints, for a restart), drop the workspace; returns how many
+        output files were kept."""
+        from cairn.runtime.outputs import collect_outputs
+        from cairn.runtime.workspace import Workspace
 
-def _end_orphan(workspace: Path, execution_id: str) -> None:
-    """Kill the step's process group left behind by a dead supervisor; drop the workspace."""
-    try:
-        pid = int((workspace / "pid").read_text())
-        # Only if that pid is still this execution's process (pids get reused).
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        if f"CAIRN_EXECUTION_ID={execution_id}".encode() in environ:
-            os.killpg(pid, signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
-    shutil.rmtree(workspace, ignore_errors=True)
+        ws = Workspace(self.ctx.settings.work_dir / ex.id)
+        try:
+            pid = int((ws.root / "pid").read_text())
+            # Only if that pid is still this execution's process (pids get reused).
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"CAIRN_EXECUTION_ID={ex.id}".encode() in environ:
+                os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        saved = 0
+        if ws.outputs.is_dir():
+            try:
+                collected = collect_outputs(ws.outputs, self.ctx.content,
+                                            project_id=ex.project_id, execution_id=ex.id,
+                                            move=True)
+                self.store.add_datums(collected.datums)
+                saved = len(collected.datums)
+            except Exception as exc:  # noqa: BLE001 - the crash is still recorded
+                log.warning("could not keep the outputs of crashed execution %s: %s", ex.id, exc)
+        shutil.rmtree(ws.root, ignore_errors=True)
+        return saved
 
 
 def _dedicated_supervisor(pid: int) -> bool:
@@ -293,6 +377,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.requested = False
+        self.preempted = False  # SIGTERM (the machine going away), not Ctrl-C
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -303,6 +388,7 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
+        self.preempted = self.preempted or signum == signal.SIGTERM
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():

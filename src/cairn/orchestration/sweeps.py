@@ -99,6 +99,7 @@ class SweepSpec:
     stop_condition: str | None = None
     prune: str = "none"
     reuse: bool = False
+    priority: int = 0  # the queue priority of its trials
     seed: int | None = None
     inputs: dict[str, list[str]] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
@@ -311,7 +312,7 @@ def _request(spec: SweepSpec, values: Mapping[str, Any], *, title: str | None,
 
     return RunRequest(step=spec.step, parameters=dict(values), inputs=dict(spec.inputs),
                       variables=dict(spec.variables), title=title, tags=tuple(tags),
-                      reuse=spec.reuse)
+                      reuse=spec.reuse, priority=spec.priority)
 
 
 def _show(values: Mapping[str, Any]) -> str:

@@ -42,6 +42,7 @@ STEP_KEYS = (
     "upload-store",
     "source-path",
     "stop-condition",
+    "autorestart",
 )
 PARAMETER_KEYS = (
     "name",
@@ -147,9 +148,29 @@ def validate_step(c: Checker, body: dict[str, Any], path: PathKey, index: int) -
         upload_store=c.string(body, "upload-store", path, what, max_length=64),
         source_path=source_path,
         stop_condition=c.expression(body, "stop-condition", path, what),
+        autorestart=_autorestart(c, body, path, what),
     )
     _check_placeholders(c, step, body, path, what)
     return step if name else None
+
+
+AUTORESTART_DEFAULT = 3
+"""How many times ``autorestart: true`` restarts a crashed or preempted execution."""
+
+
+def _autorestart(c: Checker, body: dict[str, Any], path: PathKey, what: str) -> int:
+    """``autorestart: true`` (restart up to 3 times), ``false``, or how many times."""
+    value = body.get("autorestart")
+    if value is None or value is False:
+        return 0
+    if value is True:
+        return AUTORESTART_DEFAULT
+    if isinstance(value, int) and value >= 0:
+        return value
+    c.error((*path, "autorestart"),
+            f"'autorestart' of {what} must be true, false or how many restarts (0 or more), "
+            f"got {value!r}")
+    return 0
 
 
 def _check_placeholders(

@@ -222,6 +222,9 @@ class Step(Serializable):
     upload_store: str | None = None
     source_path: str | None = None
     stop_condition: str | None = None
+    # cairn's own: restart a crashed or preempted execution up to this many times, with
+    # its outputs so far as the input `_restart` (Valohai: `--autorestart`).
+    autorestart: int = 0
 
     def __post_init__(self) -> None:
         if not self.resources:

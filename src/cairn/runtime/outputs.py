@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,3 +155,64 @@ def _read_jsonl(path: Path, files: dict[str, Path], sidecars: dict[str, dict[str
             result.refused.append(f"{path.name}:{number}: no output file '{rel}'")
             continue
         sidecars.setdefault(rel, {}).update(meta)
+
+
+class LiveOutputs:
+    """Outputs uploaded while the step runs: a file it marks read-only (``chmod 0444``, as
+    Valohai's live outputs) is stored and recorded at once, then removed from the folder.
+    Checkpoints so written survive the machine dying mid-run; an automatic restart gets
+    them as its ``_restart`` input.
+    """
+
+    def __init__(self, outputs_dir: Path, content: ContentStore, *, project_id: str,
+                 execution_id: str, record: Callable[[list[Datum]], None],
+                 every: float = 1.0) -> None:
+        self.root = outputs_dir
+        self.content = content
+        self.project_id = project_id
+        self.execution_id = execution_id
+        self.record = record
+        self.every = every
+        self.datums: list[Datum] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cairn-live-outputs",
+                                        daemon=True)
+
+    def __enter__(self) -> LiveOutputs:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Store the read-only files of the outputs folder now."""
+        for folder, _dirs, names in os.walk(self.root, followlinks=False):
+            for name in sorted(names):
+                path = Path(folder) / name
+                rel = path.relative_to(self.root).as_posix()
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if (rel in JSONL_NAMES or rel.endswith(SIDECAR_SUFFIX)
+                        or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o222):
+                    continue
+                try:
+                    digest, size = self.content.put_file(path, move=True)
+                    datum = Datum(
+                        id=str(uuid.uuid4()), project_id=self.project_id, name=rel,
+                        digest=digest, size=size, execution_id=self.execution_id,
+                        created_at=datetime.now(timezone.utc), metadata={})
+                    self.record([datum])
+                except Exception as exc:  # noqa: BLE001 - the file stays for the final collection
+                    self.errors.append(f"{rel}: {exc}")
+                    continue
+                path.unlink(missing_ok=True)  # a store that copied (remote) leaves it
+                self.datums.append(datum)

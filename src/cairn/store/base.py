@@ -46,6 +46,8 @@ class NewExecution:
     time_limit: float | None = None
     no_output_timeout: float | None = None
     fingerprint: str | None = None
+    priority: int = 0  # higher is dispatched first; FIFO within a priority
+    restart_of: str | None = None  # the crashed execution this automatic restart continues
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,17 @@ class MetadataStore(abc.ABC):
         indices from ``gpu_ids``, moves it to ``starting`` with ``host`` and its GPUs
         recorded, and returns the allocation. Returns ``None`` (and changes nothing) when
         it does not fit now. Serialized against concurrent callers on any process.
+
+        The queue's order is kept: local executions queued for ``host`` (``host`` set to
+        it) or in the shared queue (``host`` unset) of the same project that come before
+        this one (higher ``priority``, then earlier ``queued_at``) and fit take what they
+        need first; this one starts only if it still fits after them.
         """
+
+    @abc.abstractmethod
+    def queue(self, *, project_id: str | None = None) -> list[Execution]:
+        """Queued executions (of one project, or all) in the order they are dispatched:
+        higher ``priority`` first, then first queued first."""
 
     @abc.abstractmethod
     def add_tags(self, execution_id: str, tags: Iterable[str]) -> None:

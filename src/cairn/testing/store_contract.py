@@ -128,10 +128,12 @@ class MetadataStoreContract:
         return store.create_execution(new_execution(project, **overrides))
 
     def make_queued(
-        self, store: MetadataStore, project: Project, resources: Resources
+        self, store: MetadataStore, project: Project, resources: Resources, *,
+        priority: int = 0, host: str | None = None,
     ) -> Execution:
-        execution = self.make(store, project, resources=resources)
-        assert store.transition(execution.id, Status.QUEUED, queued_at=T0)
+        execution = self.make(store, project, resources=resources, priority=priority)
+        assert store.transition(execution.id, Status.QUEUED, queued_at=T0, host=host,
+                                pid=1 if host else None)
         return execution
 
     def finish(self, store: MetadataStore, execution: Execution, **fields: Any) -> None:
@@ -491,6 +493,46 @@ class MetadataStoreContract:
         assert store.allocate(queued.id, host="h", capacity=capacity, gpu_ids=[]) is None
         with pytest.raises(NotFoundError):
             store.allocate("no-such-id", host="h", capacity=capacity, gpu_ids=[])
+
+    # -- the queue --------------------------------------------------------------------
+    def test_queue_is_priority_then_first_come(self, store: MetadataStore, project: Project) -> None:
+        one = Resources(cpus=1)
+        a, b, c, d = (self.make_queued(store, project, one, priority=p) for p in (0, 5, 0, 5))
+        other = store.ensure_project("other")
+        e = self.make_queued(store, other, one, priority=9)
+        assert [x.id for x in store.queue(project_id=project.id)] == [b.id, d.id, a.id, c.id]
+        assert [x.id for x in store.queue()] == [e.id, b.id, d.id, a.id, c.id]
+        assert store.queue(project_id=project.id)[0].priority == 5
+        assert store.allocate(b.id, host="h", capacity=Resources(cpus=4), gpu_ids=[])
+        assert [x.id for x in store.queue(project_id=project.id)] == [d.id, a.id, c.id]
+
+    def test_allocate_keeps_the_queue_order(self, store: MetadataStore, project: Project) -> None:
+        capacity = Resources(cpus=1, memory_mb=0)
+        low = self.make_queued(store, project, Resources(cpus=1))
+        high = self.make_queued(store, project, Resources(cpus=1), priority=1)
+        assert store.allocate(low.id, host="h", capacity=capacity, gpu_ids=[]) is None
+        assert store.allocate(high.id, host="h", capacity=capacity, gpu_ids=[]) is not None
+        assert store.allocate(low.id, host="h", capacity=capacity, gpu_ids=[]) is None
+        self.finish(store, high)
+        assert store.allocate(low.id, host="h", capacity=capacity, gpu_ids=[]) is not None
+
+    def test_allocate_backfills_past_what_cannot_fit(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        capacity = Resources(cpus=2, memory_mb=0, gpus=1)
+        big = self.make_queued(store, project, Resources(cpus=1, gpus=2), priority=3)
+        small = self.make_queued(store, project, Resources(cpus=1))
+        assert store.allocate(small.id, host="h", capacity=capacity, gpu_ids=[0]) is not None
+        assert store.get_execution(project.id, big.id).status is Status.QUEUED
+
+    def test_allocate_ignores_what_another_host_waits_on(
+        self, store: MetadataStore, project: Project
+    ) -> None:
+        capacity = Resources(cpus=1, memory_mb=0)
+        theirs = self.make_queued(store, project, Resources(cpus=1), priority=5, host="other")
+        ours = self.make_queued(store, project, Resources(cpus=1), host="h")
+        assert store.allocate(ours.id, host="h", capacity=capacity, gpu_ids=[]) is not None
+        assert store.get_execution(project.id, theirs.id).status is Status.QUEUED
 
     def test_concurrent_allocation_never_oversubscribes(
         self, store: MetadataStore, project: Project

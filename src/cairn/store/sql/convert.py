@@ -119,6 +119,8 @@ def execution(
         fingerprint=row.fingerprint,
         code_reads=row.code_reads,
         node=row.node,
+        priority=row.priority,
+        restart_of=row.restart_of,
         metrics=metrics,
     )
 

@@ -148,6 +148,11 @@ executions = Table(
     Column("fingerprint", DIGEST, nullable=True),
     Column("code_reads", JSON, nullable=True),  # {path: digest} the step read; NULL: untraced
     Column("node", String(255), nullable=True),  # the cluster node (Ray) it ran on
+    # The queue: higher priority first, then first queued first; `backend` says which
+    # capacity it waits for ("local": a host's CPUs/GPUs; "ray": a cluster environment).
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("backend", String(16), nullable=False, server_default="local"),
+    Column("restart_of", ID, nullable=True),  # the crashed execution an autorestart continues
     UniqueConstraint("project_id", "counter", name="uq_executions_project_counter"),
     Index("ix_executions_project_step", "project_id", "step", "counter"),
     Index("ix_executions_project_status", "project_id", "status", "counter"),
@@ -155,6 +160,7 @@ executions = Table(
     Index("ix_executions_project_duration", "project_id", "duration"),
     Index("ix_executions_status_host", "status", "host"),
     Index("ix_executions_fingerprint", "project_id", "fingerprint"),
+    Index("ix_executions_queue", "status", "priority", "queued_at"),
 )
 
 execution_inputs = Table(

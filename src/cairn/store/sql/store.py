@@ -63,6 +63,12 @@ log = logging.getLogger(__name__)
 
 _PG_ALLOCATE_LOCK = 0x63616973  # any constant all cairn processes agree on
 
+QUEUE_ORDER = (
+    executions.c.priority.desc(), executions.c.queued_at, executions.c.counter,
+    executions.c.id,
+)
+"""The order queued executions are dispatched in: higher priority first, then FIFO."""
+
 TRANSITION_FIELDS = frozenset(
     {
         "exit_code",
@@ -184,6 +190,10 @@ class SqlMetadataStore(
                     gpu_ids=[],
                     stop_requested=False,
                     fingerprint=new.fingerprint,
+                    priority=new.priority,
+                    backend=str((new.environment.get("machine_environment") or {})
+                                .get("backend") or "local"),
+                    restart_of=new.restart_of,
                 )
             )
             if new.inputs:
@@ -213,6 +223,8 @@ class SqlMetadataStore(
             time_limit=new.time_limit,
             no_output_timeout=new.no_output_timeout,
             fingerprint=new.fingerprint,
+            priority=new.priority,
+            restart_of=new.restart_of,
         )
 
     @translated
@@ -406,13 +418,20 @@ class SqlMetadataStore(
         (``capacity.gpus`` is not consulted). ``capacity.memory_mb`` ≤ 0 means memory is
         not limited. An execution that is not ``queued`` (e.g. stopped meanwhile) is not
         allocated: returns ``None``.
+
+        The queue's order holds: the local executions queued for ``host`` (waited on by a
+        process there, or in the shared queue of the same project) are walked in
+        :data:`QUEUE_ORDER`, each taking what is free if it fits; this one starts only if
+        it still fits after those ahead of it. One that does not fit does not hold up
+        those behind it (backfill), so a small job never waits behind a big one that
+        cannot start yet.
         """
         with self._write() as conn:
             if self.dialect == "postgresql":
                 # One allocator at a time across processes; released at commit.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_ALLOCATE_LOCK})
             row = conn.execute(
-                select(executions.c.status, executions.c.resources).where(
+                select(executions.c.status, executions.c.project_id).where(
                     executions.c.id == execution_id
                 )
             ).first()
@@ -420,9 +439,7 @@ class SqlMetadataStore(
                 raise no_execution(execution_id)
             if row.status != Status.QUEUED.value:
                 return None
-            need = Resources.from_dict(row.resources)
-            used_cpus = 0.0
-            used_memory = 0
+            free_cpus, free_memory = capacity.cpus, capacity.memory_mb
             held: set[int] = set()
             for active in conn.execute(
                 select(executions.c.resources, executions.c.gpu_ids).where(
@@ -430,23 +447,54 @@ class SqlMetadataStore(
                 )
             ):
                 res = Resources.from_dict(active.resources)
-                used_cpus += res.cpus
-                used_memory += res.memory_mb
+                free_cpus -= res.cpus
+                free_memory -= res.memory_mb
                 held.update(active.gpu_ids or ())
-            if used_cpus + need.cpus > capacity.cpus + 1e-9:
+            free_gpus = [g for g in gpu_ids if g not in held]
+            waiting = conn.execute(
+                select(executions.c.id, executions.c.resources)
+                .where(
+                    executions.c.status == Status.QUEUED.value,
+                    executions.c.backend == "local",
+                    (executions.c.host == host)
+                    | (executions.c.host.is_(None) & (executions.c.project_id == row.project_id)),
+                )
+                .order_by(*QUEUE_ORDER)
+            )
+            granted: tuple[int, ...] | None = None
+            for ahead in waiting:
+                need = Resources.from_dict(ahead.resources)
+                fits = (
+                    need.cpus <= free_cpus + 1e-9
+                    and (capacity.memory_mb <= 0 or need.memory_mb <= free_memory)
+                    and need.gpus <= len(free_gpus)
+                )
+                if ahead.id == execution_id:
+                    if fits:
+                        granted = tuple(free_gpus[: need.gpus])
+                    break
+                if fits:  # it goes first: what it takes is not free for this one
+                    free_cpus -= need.cpus
+                    free_memory -= need.memory_mb
+                    free_gpus = free_gpus[need.gpus:]
+            if granted is None:
                 return None
-            if capacity.memory_mb > 0 and used_memory + need.memory_mb > capacity.memory_mb:
-                return None
-            free = [g for g in gpu_ids if g not in held]
-            if need.gpus > len(free):
-                return None
-            granted = tuple(free[: need.gpus])
             conn.execute(
                 update(executions)
                 .where(executions.c.id == execution_id)
                 .values(status=Status.STARTING.value, host=host, gpu_ids=list(granted))
             )
         return Allocation(gpu_ids=granted)
+
+    @translated
+    def queue(self, *, project_id: str | None = None) -> list[Execution]:
+        """See :meth:`MetadataStore.queue`."""
+        where = [executions.c.status == Status.QUEUED.value]
+        if project_id is not None:
+            where.append(executions.c.project_id == project_id)
+        with self._read() as conn:
+            rows = conn.execute(select(executions).where(*where).order_by(*QUEUE_ORDER)).all()
+            return self._hydrate(conn, rows)
 
     @translated
     def add_tags(self, execution_id: str, tags: Iterable[str]) -> None:

@@ -39,6 +39,25 @@ def translate_error(exc: sa_exc.SQLAlchemyError, *, dialect: str, where: str) ->
                 hint="free some disk space and retry",
             )
     elif isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        if "password authentication failed" in lowered or (
+                "role" in lowered and "does not exist" in lowered):
+            return StoreError(
+                f"the database server at {where} refused the login: {detail}",
+                hint="check the user name and password in database_url (CAIRN_DATABASE_URL)",
+            )
+        if "database" in lowered and "does not exist" in lowered:
+            return StoreError(
+                f"no such database at {where}: {detail}",
+                hint="create it (e.g. `createdb NAME`) or fix the database name in database_url",
+            )
+        if any(m in lowered for m in ("connection refused", "could not connect", "timeout",
+                                      "timed out", "name or service not known",
+                                      "could not translate host name", "no route")):
+            return StoreError(
+                f"cannot reach the database server of {where}: {detail}",
+                hint="check that the server is running and the host and port in "
+                     "database_url (CAIRN_DATABASE_URL)",
+            )
         return StoreError(
             f"cannot use the metadata database at {where}: {detail}",
             hint="check that the database server is running and the store URL is right",
