@@ -17,7 +17,7 @@ import pytest
 from cairn.entities import Status
 from cairn.orchestration.context import Context
 
-from .conftest import pid_alive, wait_for
+from .conftest import cairn_proc, pid_alive, wait_for
 
 MARK = """\
 import os, sys, time
@@ -44,6 +44,17 @@ YAML = """\
         type: float
         default: 0
         pass-as: "{v}"
+"""
+
+WIDE = "".join(f"      - {{name: n{i}, type: execution, step: mark}}\n" for i in range(8))
+PIPELINE = f"""\
+- pipeline:
+    name: wide
+    parameters:
+      - name: log
+        targets: [{", ".join(f"n{i}.parameter.log" for i in range(8))}]
+    nodes:
+{WIDE}    edges: []
 """
 
 CLI = Callable[..., tuple[int, str, str]]
@@ -143,6 +154,16 @@ def test_a_foreground_run_waits_behind_detached_ones_queued_first(
     assert code == 0, err
     assert [line.split()[0] for line in log.read_text().splitlines()] == [
         "first", "second", "foreground"]
+
+
+def test_a_pipeline_wider_than_the_machine_drains_through_the_queue(one_cpu: Path) -> None:
+    """Eight ready nodes, one CPU: each node joins the queue when the driver can start it,
+    so the one that may start is never held behind its siblings."""
+    (one_cpu / "cairn.yaml").write_text(YAML + PIPELINE)
+    log = one_cpu / "ran.log"
+    done = cairn_proc("pipeline", "run", "wide", f"--param=log={log}", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(log.read_text().splitlines()) == 8
 
 
 # -- two hosts, one database ----------------------------------------------------------------

@@ -492,7 +492,7 @@ class PipelineRunner:
                                  priority=int(self.flow.options.get("priority") or 0),
                                  title=f"pipeline #{self.flow.counter} {self.flow.name}: {name}")
             execution, reused = create_or_reuse(self.ctx, request, step=step,
-                                                snapshot=self.snapshot)
+                                                snapshot=self.snapshot, enqueue=False)
             if not reused:  # a reused one is written once, when settled
                 self._set(name, status=NodeStatus.RUNNING, attempts=self.attempts[name],
                           started_at=_now(), detail=None, execution_id=execution.id)
@@ -500,9 +500,9 @@ class PipelineRunner:
                                          else f"#{execution.counter} started"))
             if not reused:
                 # At most as many supervisors wait for a slot as this machine has: the
-                # others wait here, not polling the database.
+                # others wait here (created, not yet queued), not polling the database.
                 with self.slots:
-                    execution = supervise(self.ctx, execution)
+                    execution = supervise(self.ctx, Scheduler(self.ctx).enqueue(execution))
             self.done.put(_Done(name, execution, reused=reused))
         except CairnError as exc:
             self.done.put(_Done(name, None, error=exc.message))

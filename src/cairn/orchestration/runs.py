@@ -78,13 +78,16 @@ def create_or_reuse(
     *,
     step: Step | None = None,
     snapshot: Snapshot | None = None,
+    enqueue: bool = True,
 ) -> tuple[Execution, bool]:
     """A new queued execution, or with ``request.reuse`` a completed one with the same
     fingerprint; and whether it was reused.
 
     ``step`` runs instead of the project file's step called ``request.step`` (a pipeline
     node's step with its overrides); ``snapshot`` instead of capturing code and
-    environment again.
+    environment again. With ``enqueue=False`` a new one is left ``created``: a caller
+    that holds executions back by its own parallelism queues each when it may start
+    (the queue's order counts only executions whose waiter is ready to start them).
     """
     snapshot = snapshot or Snapshot.capture(ctx)
     new = prepare_execution(ctx, request, step=step, snapshot=snapshot)
@@ -94,6 +97,8 @@ def create_or_reuse(
         found = find_reusable(ctx.store, ctx.project_id, new, snapshot.code_index(ctx))
         if found is not None:
             return found, True
+    if not enqueue:
+        return ctx.store.create_execution(new), False
     return _store_and_queue(ctx, new), False
 
 
