@@ -2,18 +2,19 @@
 
 Module functions (not methods) so that tests can make one fail: the modules using them
 import them by name, so a test patches the name in the module it exercises.
+
+The blob backends use a few of them too, so this module imports nothing heavy at its top
+(BLAKE3, threads and ctypes are loaded by the functions that need them): opening a store
+should cost little to a program that never hashes.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
-from blake3 import blake3
+from typing import Any
 
 from cairn.entities import Digest
 from cairn.errors import StoreNotWritableError
@@ -102,12 +103,16 @@ def _reflink(src: int, dst: int) -> bool:
         raise
 
 
-_libc: ctypes.CDLL | None = None
+# ctypes (about a tenth of the import time of the folder code) is loaded on first use:
+# a re-add of an unchanged folder never syncs.
+_libc: Any = None
 
 
 def _syncfs(fd: int) -> None:
     """Flush the filesystem holding ``fd`` (``syncfs``; ``sync`` where it is missing)."""
     global _libc
+    import ctypes
+
     if _libc is None:
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
@@ -127,6 +132,8 @@ def _write_out(fd: int, offset: int, length: int) -> None:
     """Start writing a range of a file's dirty pages to disk, without waiting for it."""
     global _sync_file_range
     if _sync_file_range is None:
+        import ctypes
+
         _sync_file_range = False
         try:
             fn = ctypes.CDLL(None, use_errno=True).sync_file_range
@@ -144,6 +151,8 @@ _WRITE_OUT_CHUNK = 32 << 20
 
 
 def _hash_path(path: str) -> Digest:
+    from blake3 import blake3
+
     hasher = blake3(max_threads=blake3.AUTO)
     hasher.update_mmap(path)
     return hasher.hexdigest()
@@ -156,6 +165,10 @@ def _hash_fd(fd: int) -> tuple[Digest, int]:
     A helper thread reads the next chunk while this one hashes the last (both release
     the GIL): about twice the speed of reading and hashing in turn.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from blake3 import blake3
+
     hasher = blake3()
     bufs = (bytearray(_HASH_CHUNK), bytearray(_HASH_CHUNK))
     total = 0
@@ -171,6 +184,38 @@ def _hash_fd(fd: int) -> tuple[Digest, int]:
             total += n
             n, i = n2, 1 - i
     return hasher.hexdigest(), total
+
+
+def _mkstemp(folder: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
+    """A new private file in ``folder``: (descriptor open for writing, path), like
+    ``tempfile.mkstemp``.
+
+    Here so that the folder code need not import tempfile (and shutil with it) to start.
+    """
+    while True:
+        path = f"{os.fspath(folder)}/{prefix}{os.urandom(8).hex()}"
+        try:
+            return os.open(path, _O_NEW, 0o600), path
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
+def _mkdtemp(folder: str | os.PathLike[str], prefix: str) -> str:
+    """A new private folder in ``folder``, like ``tempfile.mkdtemp``."""
+    while True:
+        path = f"{os.fspath(folder)}/{prefix}{os.urandom(8).hex()}"
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
+def _rmtree(path: str | os.PathLike[str]) -> None:
+    """Remove a folder and what it holds, whatever fails (shutil is loaded only here)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _store_error(exc: OSError, where: object) -> StoreNotWritableError:

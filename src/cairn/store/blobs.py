@@ -18,14 +18,13 @@ import abc
 import contextlib
 import errno
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from cairn.entities import Digest
 from cairn.errors import ConfigError, NotFoundError, StoreNotWritableError
+from cairn.store._fileops import _mkstemp, _rmtree
 
 
 class BlobStore(abc.ABC):
@@ -197,7 +196,7 @@ class LocalBlobStore(BlobStore):
                     raise
         with self._tempfile() as (tmp, out):
             with open(path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+                _copy_stream(src, out)
             out.flush()
             os.fsync(out.fileno())
         self._install(tmp, digest)
@@ -229,7 +228,7 @@ class LocalBlobStore(BlobStore):
 
     def fetch(self, digest: Digest, dest: Path) -> None:
         with self.open(digest) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+            _copy_stream(src, out)
 
     def delete(self, digest: Digest) -> None:
         try:
@@ -248,7 +247,7 @@ class LocalBlobStore(BlobStore):
                 if entry.stat(follow_symlinks=False).st_mtime >= older_than:
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    _rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
                 removed += 1
@@ -264,6 +263,11 @@ class LocalBlobStore(BlobStore):
                 yield shard.name + blob.name
 
 
+def _copy_stream(src: BinaryIO, out: BinaryIO) -> None:
+    while chunk := src.read(1 << 20):
+        out.write(chunk)
+
+
 class _TempFile:
     """A temp file in the store's tmp folder, removed if the block fails."""
 
@@ -271,7 +275,7 @@ class _TempFile:
         self.folder = folder
 
     def __enter__(self) -> tuple[Path, BinaryIO]:
-        fd, name = tempfile.mkstemp(dir=self.folder, prefix=".blob-")
+        fd, name = _mkstemp(self.folder, ".blob-")
         self.path = Path(name)
         self.fh = os.fdopen(fd, "wb")
         return self.path, self.fh

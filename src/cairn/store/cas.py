@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import BinaryIO
 
 from cairn.entities import Digest, FileEntry
 from cairn.errors import CorruptBlobError, InputError, StoreNotWritableError
+from cairn.store._fileops import _mkstemp
 from cairn.store.blobs import BlobStore, LocalBlobStore
 
 _CHUNK = 1 << 20
@@ -164,7 +163,12 @@ class TreeWriter:
     def __init__(self, blobs: BlobStore) -> None:
         self._blobs = blobs
         try:
-            fd, name = tempfile.mkstemp(dir=_spool_dir(blobs), prefix=".tree-")
+            spool = _spool_dir(blobs)
+            if spool is None:
+                import tempfile
+
+                spool = tempfile.gettempdir()
+            fd, name = _mkstemp(spool, ".tree-")
         except OSError as exc:
             raise StoreNotWritableError(
                 f"cannot write the blob store at {blobs.url}: {exc.strerror or exc}",
@@ -391,6 +395,8 @@ class ContentStore:
             except OSError:
                 pass
         if source is not None:
+            import shutil
+
             shutil.copyfile(source, dest)
         else:
             self.blobs.fetch(digest, dest)

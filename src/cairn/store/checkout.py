@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import stat
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from cairn.store._fileops import (
     _default_workers,
     _hash_path,
     _reflink,
+    _rmtree,
     _store_error,
     _Throttle,
     _unlink,
@@ -393,7 +393,7 @@ def checkout(
         if not ok:
             pool.shutdown(wait=True, cancel_futures=True)
             if not exists:
-                shutil.rmtree(work, ignore_errors=True)
+                _rmtree(work)
             elif not nonempty:
                 _empty(work)
     throttle(files, files if match is not None else files_total, done,
@@ -418,6 +418,6 @@ def _empty(folder: str) -> None:
     with os.scandir(folder) as it:
         for entry in it:
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                _rmtree(entry.path)
             else:
                 _unlink(entry.path)

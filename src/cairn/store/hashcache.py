@@ -25,7 +25,6 @@ two walks of the same folder at once each leave a consistent file (the last one 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import BinaryIO
 
 from cairn.entities import Digest
 from cairn.errors import StoreNotWritableError
+from cairn.store._fileops import _mkstemp
 
 #: (size, mtime_ns, inode, ctime_ns): what must still match for a cached digest to hold.
 StatKey = tuple[int, int, int, int]
@@ -147,7 +147,7 @@ class CacheScan:
         self._lines: list[str] = []
         try:
             cache.path.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(dir=cache.path, prefix=".scan-")
+            fd, self._tmp = _mkstemp(cache.path, ".scan-")
             self._out = os.fdopen(fd, "wb", buffering=1 << 20)
             self._lines.append(f"{_MAGIC}{_escape(root)}\n")
         except OSError as exc:
