@@ -1,8 +1,12 @@
 """A real local Ray cluster for tests: a head and worker nodes started with ``ray start``.
 
 Each node runs ``ray start --block`` in its own session, so stopping it is killing that
-process group (by id: other clusters on the machine are left alone). Token auth is turned
-off for these loopback-only nodes; object stores are kept small.
+process group (by id: other clusters on the machine are left alone), after asking cairn's
+gateway to the cluster, if one runs, to end. Token auth is turned off for these
+loopback-only nodes; object stores are kept small. Each node's temporary folder (cairn's
+node-local data) lies inside the cluster's, removed with it. A worker can be given
+environment variables of its own (``worker_env``): a node that reaches the network
+differently from the others, as a real cluster's may.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +105,10 @@ def ray_cluster(
     *,
     cpus_per_node: int = 1,
     timeout: float = 90.0,
+    worker_env: Sequence[Mapping[str, str] | None] = (),
 ) -> Iterator[RayCluster]:
-    """Start a head (no CPUs: work goes to the workers) and one worker per resource dict."""
+    """Start a head (no CPUs: work goes to the workers) and one worker per resource dict;
+    ``worker_env[i]``, where given, is added to worker ``i``'s environment."""
     import json
 
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -112,7 +118,6 @@ def ray_cluster(
     temp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # short: Ray's socket paths are limited
     logs = Path(temp) / "logs"
     logs.mkdir()
-    env = ray_env()
     common = ["--block", "--node-ip-address=127.0.0.1", f"--object-store-memory={OBJECT_STORE_BYTES}",
               "--disable-usage-stats"]
     cluster = RayCluster(address)
@@ -121,16 +126,17 @@ def ray_cluster(
             [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=0",
              "--include-dashboard=false", f"--temp-dir={temp}", *node_ports(fixed, 0), *common],
             stdout=open(logs / "head.log", "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True, env=env))
+            start_new_session=True, env=_node_env(temp, "head", None)))
         _wait_port(port, timeout)
         for i, resources in enumerate(workers):
             # One at a time: nodes starting together race for ports Ray probes and binds.
             log = logs / f"worker{i}.log"
+            extra = worker_env[i] if i < len(worker_env) else None
             proc = subprocess.Popen(
                 [ray_bin, "start", f"--address={address}", f"--num-cpus={cpus_per_node}",
                  f"--resources={json.dumps(resources)}", *node_ports(fixed, i + 1), *common],
                 stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                start_new_session=True, env=env)
+                start_new_session=True, env=_node_env(temp, f"worker{i}", extra))
             cluster.processes.append(proc)
             cluster.workers[next(iter(resources))] = proc
             _wait_started(proc, log, timeout)
@@ -140,6 +146,9 @@ def ray_cluster(
             raise RuntimeError(f"{exc}\n{_log_tails(Path(temp))}") from None
         yield cluster
     finally:
+        from cairn.executors.ray_backend import stop_gateway
+
+        stop_gateway(address)
         # Everything the nodes started, found before any of it exits (Ray's processes
         # stay in the node's process group, but some re-parent when their parent dies).
         family = _descendants({p.pid for p in cluster.processes})
@@ -164,6 +173,15 @@ def ray_cluster(
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _node_env(temp: str, name: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = ray_env()
+    tmp = Path(temp) / "tmp" / name  # what the node's processes write to /tmp goes here
+    tmp.mkdir(parents=True)
+    env["TMPDIR"] = str(tmp)
+    env.update(extra or {})
+    return env
 
 
 def _descendants(roots: set[int]) -> set[int]:
