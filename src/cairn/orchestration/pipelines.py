@@ -367,9 +367,7 @@ class PipelineRunner:
         self.halted: tuple[FlowStatus, str] | None = None
         self.failures: list[str] = []
         self.attempts: dict[str, int] = {}
-        from cairn.orchestration.scheduler import local_capacity
-
-        self.slots = threading.Semaphore(max(1, int(local_capacity(ctx).resources.cpus)))
+        self.slots: dict[str, threading.Semaphore] = {}  # by environment
         self.lock = threading.Lock()
         self.executions: dict[str, Execution] = {}  # final executions of this run's nodes
         self.outputs: dict[str, list[Any]] = {}  # their outputs (datums), by execution id
@@ -501,13 +499,31 @@ class PipelineRunner:
             if not reused:
                 # At most as many supervisors wait for a slot as this machine has: the
                 # others wait here (created, not yet queued), not polling the database.
-                with self.slots:
+                with self._slots_of(execution):
                     execution = supervise(self.ctx, Scheduler(self.ctx).enqueue(execution))
             self.done.put(_Done(name, execution, reused=reused))
         except CairnError as exc:
             self.done.put(_Done(name, None, error=exc.message))
         except Exception as exc:  # noqa: BLE001 - a node's failure must not kill the driver
             self.done.put(_Done(name, None, error=f"cairn failed to run it: {exc!r}"))
+
+    def _slots_of(self, execution: Execution) -> threading.Semaphore:
+        """How many of its nodes the driver lets wait for a start at once in the
+        execution's environment: this machine's CPUs for the local backend; a cluster's
+        max-parallel (else 64) for Ray, which places them itself."""
+        from cairn.orchestration.environments import load_environments
+        from cairn.orchestration.scheduler import local_capacity
+
+        name = execution.machine_environment
+        with self.lock:
+            if name not in self.slots:
+                if execution.backend == "local":
+                    size = int(local_capacity(self.ctx).resources.cpus)
+                else:
+                    env = load_environments(self.ctx.settings).get(name)
+                    size = env.max_parallel if env and env.max_parallel else 64
+                self.slots[name] = threading.Semaphore(max(1, size))
+            return self.slots[name]
 
     def _run_task_node(self, name: str) -> _Done:
         """A sweep over the node's step; its best trial stands for the node downstream.
