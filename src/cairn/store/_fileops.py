@@ -186,6 +186,73 @@ def _hash_fd(fd: int) -> tuple[Digest, int]:
     return hasher.hexdigest(), total
 
 
+_MAP_WINDOW = 64 << 20
+_leases: bool | None = None  # whether leases hold a writer off long enough (Linux)
+
+
+def _leases_usable() -> bool:
+    global _leases
+    if _leases is None:
+        try:
+            with open("/proc/sys/fs/leases-enable") as fh:
+                enabled = fh.read().strip() == "1"
+            with open("/proc/sys/fs/lease-break-time") as fh:
+                wait_s = int(fh.read())
+            _leases = enabled and wait_s >= 10
+        except (OSError, ValueError):  # not Linux
+            _leases = False
+    return _leases
+
+
+def _hash_leased(fd: int, size: int) -> Digest | None:
+    """BLAKE3 of the first ``size`` bytes of an open file, mapped and hashed by all cores.
+
+    About twice the speed of :func:`_hash_fd` (no copy out of the page cache, several
+    threads), but a mapped file truncated meanwhile would kill the process (SIGBUS). So it
+    is mapped only under a read *lease*: the kernel grants one only while nobody has the
+    file open for writing, and then makes anyone who opens it for writing or truncates
+    it wait until the lease is given back (or ``lease-break-time``, at least 10 s, has
+    passed: the file is mapped one window of 64 MB at a time and the lease checked before
+    each, so a wait is noticed long before that). While leased the file cannot change.
+
+    Returns None, having hashed nothing, where no lease can be had (a writer has the file
+    open, it is another user's, the filesystem has no leases), where the file is no longer
+    ``size`` bytes long, or where a writer started waiting meanwhile: then hash it by
+    reading (:func:`_hash_fd`).
+    """
+    if not _leases_usable():
+        return None
+    import fcntl
+    import mmap
+    import signal
+
+    from blake3 import blake3
+
+    try:
+        # A lease break is told by a signal sent to the lease's owner: make it one that
+        # is ignored by default (SIGIO would end the process), then make the owner nobody.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETOWN, 0)
+        if os.fstat(fd).st_size != size:
+            return None  # changed since it was seen: mapping past its end would be fatal
+        hasher = blake3(max_threads=blake3.AUTO)
+        offset = 0
+        while offset < size:
+            if fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK:
+                return None  # a writer is waiting for the file: let it have it
+            length = min(_MAP_WINDOW, size - offset)
+            with mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset) as window:
+                hasher.update(window)
+            offset += length
+        return hasher.hexdigest()
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+
+
 def _mkstemp(folder: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
     """A new private file in ``folder``: (descriptor open for writing, path), like
     ``tempfile.mkstemp``.

@@ -5,9 +5,11 @@ Checking out lives in :mod:`cairn.store.checkout` (re-exported here).
 Versioning (:func:`version_folder`)
     The folder is walked iteratively with ``os.scandir`` in the manifest's sort order, so
     the manifest streams to disk as files are done and memory stays flat. The walking
-    thread stats each file and answers unchanged ones from the hash cache; the others are
-    read, hashed (BLAKE3) and stored by a thread pool. By default each file is *copied* into
-    the store — by reflink (``FICLONE``) where the filesystem can, else by
+    thread stats each file and answers unchanged ones from the hash cache; it also reads,
+    hashes (BLAKE3) and stores the small files whose bytes are in the page cache (read
+    with ``RWF_NOWAIT``, it never waits for the disk). The others, small files still on
+    the disk and large files (one task each), go to a thread pool. By default each file
+    is *copied* into the store — by reflink (``FICLONE``) where the filesystem can, else by
     ``copy_file_range`` or by writing the bytes read for hashing. What is stored is
     exactly what was hashed (small files are hashed from the bytes written; large files
     are copied first and the copy is hashed), so a file changing under the walk can never
@@ -20,8 +22,9 @@ Versioning (:func:`version_folder`)
 
 Durability without an fsync per file
     New blobs are written under temp names in ``<store>/tmp/ingest-*``; every few
-    thousand files (or 128 MB) a background thread calls ``syncfs`` once for the batch and
-    then renames its files into ``objects/ab/cdef…``. So a blob is never visible under its
+    thousand files (or 128 MB; a thousand when it is idle) a background thread calls
+    ``syncfs`` once for the batch and then renames its files into ``objects/ab/cdef…``.
+    So a blob is never visible under its
     final name before its bytes are on disk, at the cost of one sync per batch instead of
     one ``fsync`` per file (large copies start their writeback chunk by chunk as they are
     copied, so the sync mostly finds them written). ``syncfs`` flushes the whole filesystem: on
@@ -56,9 +59,7 @@ import errno
 import itertools
 import logging
 import os
-import shutil
 import stat
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -76,8 +77,11 @@ from cairn.store._fileops import (
     _copy_fd,
     _default_workers,
     _hash_fd,
+    _hash_leased,
     _hash_path,
+    _mkdtemp,
     _reflink,
+    _rmtree,
     _store_error,
     _syncfs,
     _Throttle,
@@ -109,11 +113,19 @@ SMALL_FILE = 2 << 20
 _BATCH = 128  # files per task handed to a worker thread
 _COMMIT_FILES = 4096  # staged blobs per sync + rename batch ...
 _COMMIT_BYTES = 128 << 20  # ... or this many bytes, whichever comes first
+# ... or this many when the committer is idle: it then keeps pace with the walk and the
+# last batch (synced and renamed after the walk, on its own) stays short.
+_COMMIT_FILES_IDLE = 1024
 _LIST_SHARD_BYTES = 64 << 10  # a shard folder up to ~800 blobs is listed once ...
 _LIST_SHARD_NAMES = 1024  # ... and its listing dropped when it grows past this
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 # Reading a dataset should not dirty every inode with a new atime (a journal write each).
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
+# Small files whose bytes are in the page cache are read on the walking thread, which
+# never waits for the disk for them (RWF_NOWAIT); the others go to the worker threads.
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_preadv = getattr(os, "preadv", None)
+_NOT_NOW = {errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,8 @@ class _Stager:
             src = _open_source(path)
         except OSError as exc:
             raise _read_error(path, exc) from exc
+        import tempfile  # a remote store: no folder of its own to stage in
+
         fd, tmp = tempfile.mkstemp(prefix=".cairn-put-")
         try:
             try:
@@ -194,7 +208,7 @@ class _LocalStager(_Stager):
         try:
             os.makedirs(self.objects, exist_ok=True)
             os.makedirs(root / "tmp", exist_ok=True)
-            self.run_dir = tempfile.mkdtemp(dir=root / "tmp", prefix="ingest-")
+            self.run_dir = _mkdtemp(root / "tmp", "ingest-")
         except OSError as exc:
             raise StoreNotWritableError(
                 f"cannot write the blob store at {root}: {exc.strerror or exc}",
@@ -246,10 +260,10 @@ class _LocalStager(_Stager):
         return self._staged.setdefault(digest, tmp) is tmp
 
     def stage_bytes(self, digest: Digest, data: bytes) -> str | None:
-        # Staged by shard, like the store: threads creating files in one folder would
-        # queue on its lock.
-        shard = digest[:2]
-        tmp = f"{self.run_dir}/{shard}/{digest[2:]}"
+        # Staged in 16 folders: threads creating files in one folder would queue on its
+        # lock (and 256, like the store, cost a folder made and removed per 100 files).
+        shard = digest[0]
+        tmp = f"{self.run_dir}/{shard}/{digest}"
         if not self._claim(digest, tmp):
             return None
         if shard not in self._staging_shards:
@@ -305,7 +319,8 @@ class _LocalStager(_Stager):
         while self._commits and self._commits[0].done():
             self._commits.popleft().result()  # raise a failed batch's error now
         files, size = len(self._pending), self._pending_bytes
-        if files < _COMMIT_FILES and size < _COMMIT_BYTES:
+        if files < _COMMIT_FILES and size < _COMMIT_BYTES and (
+                self._commits or files < _COMMIT_FILES_IDLE):
             return
         if self._commits:
             # The committer is still syncing: let this batch grow (fewer, larger syncs)
@@ -351,15 +366,17 @@ class _LocalStager(_Stager):
         finally:
             self._close()
         try:
+            for shard in self._staging_shards:
+                os.rmdir(f"{self.run_dir}/{shard}")
             os.rmdir(self.run_dir)
         except OSError:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            _rmtree(self.run_dir)
 
     def abort(self) -> None:
         for pending in self._commits:
             pending.cancel()
         self._close()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        _rmtree(self.run_dir)
         self._staged.clear()
 
     def linker(self, racy_before_ns: int) -> _Linker | None:
@@ -381,7 +398,9 @@ class _Linker:
     """Versions files by hardlinking them into the store (``version_folder(link=True)``).
 
     A file is made read-only (its write bits dropped, through the open descriptor), read
-    and hashed, then hardlinked to its final name; the link is checked to be the same
+    and hashed (a large one mapped and hashed by all cores while a read lease holds
+    writers off, see :func:`~cairn.store._fileops._hash_leased`; read where no lease can
+    be had), then hardlinked to its final name; the link is checked to be the same
     inode with the same size and mtime as the walk saw, else the name is removed and
     ``InputError`` raised (no version is stored).
 
@@ -414,10 +433,13 @@ class _Linker:
         return (st.st_mtime_ns < self.racy_before_ns and not st.st_mode & 0o111
                 and st.st_dev == self.dev)
 
-    def store(self, path: str, key: StatKey, mode: int) -> tuple[Digest, int, StatKey] | None:
+    def store(self, path: str, key: StatKey, mode: int, view: memoryview | None = None
+              ) -> tuple[Digest, int, StatKey] | None | bool:
         """Store ``path`` (``key`` and ``mode`` from the walk's ``lstat``) by link.
 
         Returns (digest, size, its stat key now), or None where it must be copied instead.
+        With a ``view`` (a small file, read on the walking thread) it returns False,
+        storing nothing, when the file's bytes are not all in the page cache.
         """
         try:
             fd = _open_source(path)
@@ -430,12 +452,20 @@ class _Linker:
                 except PermissionError:  # not the owner: it cannot be protected
                     return None
             size = key[0]
-            if size <= SMALL_FILE:
+            if view is not None:
+                data = _read_cached(fd, size, view)
+                if data is None:
+                    return False
+                read = size
+                digest = blake3(data).hexdigest()
+            elif size <= SMALL_FILE:
                 data = os.read(fd, size + 1)
                 read = len(data)
                 digest = blake3(data).hexdigest()
             else:
-                digest, read = _hash_fd(fd)
+                digest, read = _hash_leased(fd, size), size
+                if digest is None:
+                    digest, read = _hash_fd(fd)
         except OSError as exc:
             raise _read_error(path, exc) from exc
         finally:
@@ -500,12 +530,36 @@ def _open_source(path: str) -> int:
         return os.open(path, _O_READ)
 
 
-def _read_small(path: str, size: int) -> bytes:
+def _read_cached(fd: int, size: int, view: memoryview) -> memoryview | None:
+    """``size`` bytes of an open file read into ``view`` without waiting for the disk.
+
+    None when they are not all in the page cache (or the read cannot promise not to
+    wait), or when the file is no longer ``size`` bytes long.
+    """
+    try:
+        n = _preadv(fd, [view[:size + 1]], 0, _RWF_NOWAIT)
+    except OSError as exc:
+        if exc.errno in _NOT_NOW:
+            return None
+        raise
+    return view[:n] if n == size else None
+
+
+def _read_small(path: str, size: int, view: memoryview | None = None
+                ) -> bytes | memoryview | None:
+    """A small file's bytes (all of them, should it have grown since its ``size`` was seen).
+
+    With a ``view`` (a buffer of at least ``size + 1`` bytes) the bytes are read into it
+    only if they are all in the page cache: the read never waits for the disk, and None
+    means "not cached, or not ``size`` bytes long now" (read it the usual way, elsewhere).
+    """
     try:
         fd = _open_source(path)
     except OSError as exc:
         raise _read_error(path, exc) from exc
     try:
+        if view is not None:
+            return _read_cached(fd, size, view)
         data = os.read(fd, size + 1)
         if len(data) > size:  # it grew since the stat: take all of it
             parts = [data]
@@ -684,12 +738,27 @@ def version_folder(
         # cache itself; only files to read go to the workers. (Threads that make many
         # tiny system calls at once slow each other down on the GIL, so an unchanged
         # folder is best walked by one thread alone.)
+        #
+        # Small files whose bytes are in the page cache are read, hashed and stored on the
+        # walking thread too: threads that each make a few quick system calls per file
+        # spend more time handing the GIL to each other than they gain. From the first
+        # file of a batch that would wait for the disk, the rest of the batch goes to the
+        # workers, which read in parallel (and so do large files). Only a local store
+        # writes what it is handed at once, as the reused read buffer requires.
         batch: list[_Result | _ToHash] = []
         to_hash = 0
+        large = False
         match = scan.match if scan is not None else None
         has = stager.has
         may_link = linker.may_link if linker is not None else None
+        store_linked = linker.store if linker is not None else None
         lstat, S_ISREG = os.lstat, stat.S_ISREG
+        view = (memoryview(bytearray(SMALL_FILE + 1))
+                if _preadv is not None and _RWF_NOWAIT and type(stager) is _LocalStager
+                else None)
+        here = view is not None  # files of this batch may still be done here
+        small = SMALL_FILE
+        stage_bytes = stager.stage_bytes
         for rel, path in _walk(root, skipped, skip):
             try:
                 st = lstat(path)
@@ -708,13 +777,35 @@ def version_folder(
             if cached is not None and has(cached[0]):
                 batch.append((rel, cached[0], key[0], executable, cached[1], None))
             else:
-                batch.append((rel, path, key, executable,
-                              mode if may_link is not None and may_link(st) else -1))
-                to_hash += 1
-            if len(batch) >= _BATCH:
+                link_mode = mode if may_link is not None and may_link(st) else -1
+                size = key[0]
+                if here and size <= small:
+                    if link_mode >= 0:
+                        linked = store_linked(path, key, link_mode, view)  # type: ignore[misc]
+                        if type(linked) is tuple:
+                            batch.append((rel, linked[0], linked[1], executable, linked[2],
+                                          None))
+                        elif linked is None:
+                            link_mode = -1  # to be copied (now, if it is cached)
+                        else:
+                            here = False  # not cached
+                    if link_mode < 0 and here:
+                        data = _read_small(path, size, view)
+                        if data is not None:
+                            digest = blake3(data).hexdigest()
+                            batch.append((rel, digest, size, executable, key,
+                                          stage_bytes(digest, data)))
+                        else:
+                            here = False
+                if not here or size > small:
+                    batch.append((rel, path, key, executable, link_mode))
+                    to_hash += 1
+                    large = large or size > small
+            if len(batch) >= _BATCH or large:  # a large file ends its batch: each has a worker
                 in_flight.append(pool.submit(_hash_and_stage, batch, stager, linker)
                                  if to_hash else batch)
-                batch, to_hash = [], 0
+                batch, to_hash, large = [], 0, False
+                here = view is not None
                 while len(in_flight) > limit or (in_flight and _ready(in_flight[0])):
                     drain(_result(in_flight.popleft()))
         if batch:
