@@ -19,7 +19,7 @@ import ray  # noqa: F401 - the ray extra is part of `make test`: missing means f
 from cairn.client import Client
 from cairn.testing.raycluster import RayCluster, ray_cluster, ray_env
 
-from .conftest import cairn_proc, wait_for
+from .conftest import cairn_proc, pid_alive, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,48 @@ def test_a_missing_ray_is_a_clear_error(project: Path) -> None:
     assert "pip install 'cairn[ray]'" in out
 
 
+def gateways(address: str) -> list[int]:
+    """Pids of cairn's gateway processes to ``address`` on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"serve_gateway" in a for a in argv) and address.encode() in argv:
+            found.append(int(entry.name))
+    return found
 
+
+def test_runs_share_one_gateway_to_the_cluster(ray_project: Path, cluster: RayCluster) -> None:
+    from cairn.executors.ray_backend import stop_gateway
+
+    for _ in range(2):
+        run = cairn("run", "hello", "--environment", "node-a", "-q")
+        assert run.returncode == 0, run.stderr
+    (gateway,) = gateways(cluster.address)  # one, kept between runs
+    assert stop_gateway(cluster.address) == 1
+    wait_for(lambda: not pid_alive(gateway), timeout=20, what="the gateway's end")
+    again = cairn("run", "hello", "--environment", "node-b", "-q")  # starts another
+    assert again.returncode == 0, again.stderr
+    assert len(gateways(cluster.address)) == 1
+
+
+def test_without_the_gateway_each_process_joins_the_cluster(ray_project: Path,
+                                                            cluster: RayCluster) -> None:
+    from cairn.executors.ray_backend import stop_gateway
+
+    stop_gateway(cluster.address)
+    wait_for(lambda: not gateways(cluster.address), timeout=20, what="no gateway")
+    run = cairn_proc("run", "hello", "--count=2", "--environment", "node-b",
+                     env={**ray_env(), "CAIRN_RAY_GATEWAY": "0"}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "args: --count=2" in run.stdout
+    assert not gateways(cluster.address)
+    with Client(ray_project) as client:
+        (execution,) = client.executions()
+    assert execution.node.split()[-1] == cluster.node_ids["nodeB"]
+    assert {d.name for d in execution.outputs} == {"result.txt", "sub/deep.txt"}
 
 
 def test_a_pipeline_on_the_cluster_and_its_result_cache(ray_project: Path,

@@ -29,6 +29,7 @@ metadata store and also cancels the task; a node that dies mid-run makes the exe
 
 from __future__ import annotations
 
+import abc
 import atexit
 import hashlib
 import importlib.util
@@ -43,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from multiprocessing import AuthenticationError
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import ConfigError, ExecutionError
@@ -128,10 +130,10 @@ def connect(address: str | None) -> Cluster:
         if _gateway_wanted():
             cluster = GatewayCluster(address)
         else:
-            for other in list(_clusters.values()):
-                if isinstance(other, DriverCluster):
-                    other.close()  # one Ray driver connection per process
-                    _clusters.clear()
+            for name, other in list(_clusters.items()):
+                if isinstance(other, DriverCluster):  # one Ray driver connection a process
+                    other.close()
+                    del _clusters[name]
             cluster = DriverCluster(address)
         _clusters[address] = cluster
     return cluster
@@ -151,24 +153,25 @@ def _check_reachable(address: str) -> None:
 
 def _gateway_wanted() -> bool:
     return (os.environ.get("CAIRN_RAY_GATEWAY", "1").lower() not in ("0", "false", "no")
-            and hasattr(socket, "AF_UNIX"))
+            and os.name == "posix")
 
 
-class Cluster:
+class Cluster(abc.ABC):
     """What cairn asks of a Ray cluster."""
 
     address: str
 
+    @abc.abstractmethod
     def nodes(self) -> list[dict[str, Any]]:
-        """Ray's node table (``ray.nodes()``)."""
-        raise NotImplementedError
+        """Ray's node table (``ray.nodes()``); ``ExecutionError`` if it cannot be had."""
 
+    @abc.abstractmethod
     def submit(self, need: dict[str, float], payload: dict[str, Any]) -> Run:
-        """Start an execution on the cluster; its node's messages arrive on the run's
-        ``items``."""
-        raise NotImplementedError
+        """Start the execution described by ``payload`` as a task needing ``need`` (Ray's
+        resource names); what its node sends arrives on the returned run's ``items``."""
 
     def usable(self) -> bool:
+        """Whether this connection can still be used (else :func:`connect` makes another)."""
         return True
 
 
@@ -358,6 +361,10 @@ def _node_alive(ray: Any, node_id: str) -> bool:
 
 
 # -- the gateway -----------------------------------------------------------------------
+# No gateway listens (yet, or any more), or one that does not know this user's key.
+_UNANSWERED = (OSError, EOFError, AuthenticationError)
+
+
 class GatewayCluster(Cluster):
     """The cluster through this machine's gateway process (started if none runs)."""
 
@@ -374,7 +381,7 @@ class GatewayCluster(Cluster):
         try:
             self._ask(("ping",))
             return
-        except (OSError, EOFError):
+        except _UNANSWERED:
             pass
         process = _start_gateway(self.address, self.place)
         deadline = time.monotonic() + CONNECT_TIMEOUT + 30
@@ -382,7 +389,7 @@ class GatewayCluster(Cluster):
             try:
                 self._ask(("ping",))
                 return
-            except (OSError, EOFError):
+            except _UNANSWERED:
                 pass
             if process.poll() is not None:
                 if process.returncode != 0:
@@ -509,15 +516,19 @@ class _GatewayPlace:
 
 def _gateway_place(address: str) -> _GatewayPlace:
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    folder = base / f"cairn-ray-{os.getuid()}"
+    folder = base / f"cairn-ray-{_uid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+    if info.st_uid != _uid() or info.st_mode & 0o077:
         raise ExecutionError(f"{folder} is not private to this user",
                              "remove it, or set CAIRN_RAY_GATEWAY=0")
     ray_settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("RAY_"))
     build = hashlib.blake2b(repr((_build_tag(), ray_settings)).encode(), digest_size=6)
     return _GatewayPlace(folder, f"{_address_tag(address)}-{build.hexdigest()}")
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else 0
 
 
 def _address_tag(address: str) -> str:
@@ -955,7 +966,7 @@ def _node_context(payload: dict[str, Any]) -> Context:
             from cairn.settings import Settings
 
             name = hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
-            scratch = Path(tempfile.gettempdir()) / f"cairn-node-{os.getuid()}" / name
+            scratch = Path(tempfile.gettempdir()) / f"cairn-node-{_uid()}" / name
             scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
             ctx = Context(Settings(
                 project_root=scratch, data_dir=scratch / ".cairn",
@@ -987,7 +998,7 @@ def _store_problem(payload: dict[str, Any], node: dict[str, str], *,
     digest = payload.get("code_digest")
     try:
         probe = _probe(url)
-        found = probe.has(digest) if digest else probe.has("0" * 64) or True
+        found = probe.has(digest or "0" * 64) or not digest  # with no snapshot: reachable
     except Exception as exc:  # noqa: BLE001 - whatever it is, the node cannot use it
         text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         return f"{where} cannot reach the blob store {url}: {text}; {fix}"
