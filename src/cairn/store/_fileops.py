@@ -250,7 +250,10 @@ def _hash_leased(fd: int, size: int) -> Digest | None:
             offset += length
         return hasher.hexdigest()
     finally:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        except OSError:  # already taken back by the kernel: nothing to give back
+            pass
 
 
 def _mkstemp(folder: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
