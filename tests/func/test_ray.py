@@ -190,6 +190,47 @@ def test_a_pipeline_on_the_cluster_and_its_result_cache(ray_project: Path,
     assert [f.name for f in runs[1].inputs] == ["result.txt"]
 
 
+def step_processes(execution_id: str) -> dict[int, tuple[int, int]]:
+    """pid → (parent pid, process group) of the processes of an execution's step."""
+    mark = f"CAIRN_EXECUTION_ID={execution_id}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(entry.name)] = (int(fields[1]), int(fields[2]))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_step_whose_worker_died_is_ended_by_the_next_run_on_its_node(
+        ray_project: Path, cluster: RayCluster) -> None:
+    import signal
+
+    started = cairn("run", "sleep", "--seconds=120", "--environment", "node-a", "-d")
+    assert started.returncode == 0, started.stderr
+    with Client(ray_project) as client:
+        counter = max(e.counter for e in client.executions())
+
+    def execution():  # noqa: ANN202
+        with Client(ray_project) as client:
+            return client.execution(counter)
+
+    wait_for(lambda: execution().status.value == "running" and execution().node, timeout=60,
+             what="running on node A")
+    wait_for(lambda: bool(step_processes(execution().id)), timeout=10, what="its processes")
+    step = step_processes(execution().id)
+    (leader,) = [pid for pid, (_, group) in step.items() if pid == group]
+    os.kill(step[leader][0], signal.SIGKILL)  # the Ray worker running it, as an OOM kill would
+    wait_for(lambda: execution().status.value == "crashed", timeout=60, what="crashed")
+    assert "died" in execution().status_detail
+    assert step_processes(execution().id)  # the step itself outlived its worker
+    again = cairn("run", "hello", "--environment", "node-a", "-q")
+    assert again.returncode == 0, again.stderr
+    wait_for(lambda: not step_processes(execution().id), timeout=10, what="the orphan's end")
+
+
 def test_a_node_that_dies_mid_run_crashes_its_execution(ray_project: Path,
                                                          cluster: RayCluster) -> None:
     """Last in this module: it kills worker B for good."""

@@ -180,7 +180,8 @@ class Run:
 
     ``items`` receives ("item", (kind, data)) for each message of the node (kind
     "accepted", "started", "lines" or "outcome"), then one of ("end", None), ("error",
-    text: the task or its worker failed) or ("died", text: its node died).
+    text: the task or its worker failed), ("died", text: its node died) or ("lost", text:
+    the gateway relaying it went away).
     """
 
     def __init__(self, stop: Callable[[], None], close: Callable[[], None]) -> None:
@@ -465,8 +466,8 @@ class GatewayCluster(Cluster):
                     if item[0] != "item":
                         return
             except (OSError, EOFError, ValueError):
-                run.items.put(("error", "lost the connection to cairn's gateway to the "
-                                        f"Ray cluster (see {self.place.log})"))
+                run.items.put(("lost", "lost the connection to cairn's gateway to the Ray "
+                                       f"cluster, which relayed it (see {self.place.log})"))
 
         threading.Thread(target=read, daemon=True,
                          name=f"ray-gateway-{payload['execution_id'][:8]}").start()
@@ -791,7 +792,7 @@ class RayExecutor(Executor):
                 continue
             if tag == "end":
                 break
-            if tag == "died":
+            if tag in ("died", "lost"):
                 return _crashed(value)
             if tag == "error":
                 if stop_sent_at is not None:
@@ -889,6 +890,7 @@ def _run_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     def work() -> None:
         try:
             ctx = holder["ctx"] = _node_context(payload)
+            _end_orphans(ctx, execution_id)
             problem = _store_problem(payload, node)
             if problem is not None:
                 events.put(("line", ("sys", f"cannot start: {problem}", time.time())))
@@ -976,6 +978,65 @@ def _node_context(payload: dict[str, Any]) -> Context:
             ctx.project  # noqa: B018 - opened now, not by two executions at once
             _contexts[key] = ctx
     return ctx
+
+
+def _end_orphans(ctx: Context, running: str) -> None:
+    """End the steps on this node whose worker died under them (Ray ended it, or the
+    driver that owned it went away) once their execution has ended in the store: kill
+    the step's process group, keep the outputs it had written (as a supervisor that dies
+    on a machine of its own has them kept), drop the workspace."""
+    from cairn.runtime.outputs import collect_outputs
+    from cairn.runtime.workspace import Workspace
+
+    try:
+        folders = [p for p in ctx.settings.work_dir.iterdir() if p.name != running]
+    except OSError:
+        return
+    for folder in folders:
+        try:
+            execution = ctx.store.get_execution(ctx.project_id, folder.name)
+        except Exception:  # noqa: BLE001 - another project's, or not an execution's
+            continue
+        if not execution.status.is_final:
+            continue  # still running in another worker here
+        ws = Workspace(folder)
+        try:
+            group = int((ws.root / "pid").read_text())  # the step's process group
+        except (OSError, ValueError):
+            group = None
+        if group is not None and _group_runs(group, execution.id):
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            if ws.outputs.is_dir():
+                collected = collect_outputs(ws.outputs, ctx.content, project_id=ctx.project_id,
+                                            execution_id=execution.id, move=True)
+                ctx.store.add_datums(collected.datums)
+        except Exception:  # noqa: BLE001 - its end is recorded already
+            pass
+        import shutil
+
+        shutil.rmtree(ws.root, ignore_errors=True)
+
+
+def _group_runs(group: int, execution_id: str) -> bool:
+    """Whether a process of process group ``group`` is still this execution's step (its
+    leader may be gone, killed with the worker, while what it started lives on; and pids
+    get reused)."""
+    mark = f"CAIRN_EXECUTION_ID={execution_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 def _store_problem(payload: dict[str, Any], node: dict[str, str], *,
