@@ -24,7 +24,8 @@ SQLite file and a folder do). A node checks that it reaches the blob store befor
 anything: one that cannot ends the execution ``error`` with a reason naming the node, the
 store and the fix, having written nothing. A stop request is seen by the node through the
 metadata store and also cancels the task; a node that dies mid-run makes the execution
-``crashed``.
+``crashed``, and so does a worker that dies under its step (whose process group the next
+execution of the project on that node then ends).
 """
 
 from __future__ import annotations
