@@ -231,6 +231,93 @@ def test_a_step_whose_worker_died_is_ended_by_the_next_run_on_its_node(
     wait_for(lambda: not step_processes(execution().id), timeout=10, what="the orphan's end")
 
 
+RESUMABLE = """\
+import os, pathlib, sys, time
+restart = pathlib.Path(os.environ["CAIRN_INPUTS_DIR"]) / "_restart" / "ckpt.txt"
+if restart.exists():
+    print("restarted from", restart.read_text(), flush=True)
+    sys.exit(0)
+ckpt = pathlib.Path(os.environ["CAIRN_OUTPUTS_DIR"]) / "ckpt.txt"
+ckpt.write_text("epoch 7")
+ckpt.chmod(0o444)  # a live output: stored while the step runs
+print("checkpoint written", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_step_whose_node_dies_restarts_on_another_from_its_live_checkpoint(
+        ray_project: Path, cluster: RayCluster) -> None:
+    """Kills worker A for good: after the tests that use it, before the one killing B.
+
+    The step's environment asks for no custom resource, so its restart can run on any node;
+    worker B's only CPU is taken while the first run is placed, so that one lands on A.
+    """
+    from cairn.entities import Status
+    from cairn.orchestration.context import Context
+
+    from .test_queue import stop_scheduler
+
+    (ray_project / "resumable.py").write_text(RESUMABLE)
+    with open(ray_project / "cairn.yaml", "a") as yaml:
+        yaml.write("- step:\n    name: resumable\n    image: python:3.11\n"
+                   "    command: python resumable.py\n    autorestart: 1\n")
+    with open(ray_project / ".cairn" / "config.toml", "a") as config:
+        config.write(f'\n[environments.anywhere]\nbackend = "ray"\naddress = "{cluster.address}"\n')
+    ctx = Context.load(ray_project)
+
+    def get(ref: str):  # noqa: ANN202
+        return ctx.store.get_execution(ctx.project_id, ref)
+
+    def detach(*args: str) -> str:
+        run = cairn("run", *args, "-d")
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    def on_node(ref: str) -> str:
+        node = get(ref).node
+        return node.split()[-1] if node else ""
+
+    try:
+        blocker = detach("sleep", "--seconds=300", "--environment", "node-b")
+        wait_for(lambda: get(blocker).status == Status.RUNNING and bool(on_node(blocker)),
+                 timeout=60, what="a step holding worker B's CPU")
+        first = detach("resumable", "--environment", "anywhere")
+        wait_for(lambda: [d.name for d in ctx.store.list_datums(ctx.project_id,
+                                                                execution_id=first)]
+                 == ["ckpt.txt"], timeout=60, what="the live checkpoint stored while it runs")
+        assert get(first).status == Status.RUNNING
+        assert on_node(first) == cluster.node_ids["nodeA"]
+        (checkpoint,) = ctx.store.list_datums(ctx.project_id, execution_id=first)
+        assert cairn("stop", blocker).returncode == 0  # worker B has room again
+        wait_for(lambda: get(blocker).status.is_final, timeout=40, what="the blocker's end")
+
+        cluster.kill_node("nodeA")
+        wait_for(lambda: get(first).status.is_final, timeout=90,
+                 what="the end of the run whose node died")
+        crashed = get(first)
+        assert crashed.status == Status.CRASHED, crashed.status_detail
+        assert cluster.node_ids["nodeA"][:12] in crashed.status_detail
+        assert "died" in crashed.status_detail
+
+        def restarts() -> list:  # queued by its supervisor just after it recorded the crash
+            return [e for e in ctx.store.list_executions(ctx.project_id)
+                    if e.restart_of is not None]
+
+        wait_for(lambda: bool(restarts()), timeout=30, what="the automatic restart")
+        (restart,) = restarts()
+        assert restart.restart_of == crashed.id
+        assert [(f.input_name, f.name, f.uri, f.datum_id, f.digest) for f in restart.inputs] == [
+            ("_restart", "ckpt.txt", f"datum://{checkpoint.id}", checkpoint.id,
+             checkpoint.digest)]
+        wait_for(lambda: get(restart.id).status.is_final, timeout=120, what="the restart's end")
+        done = get(restart.id)
+        assert done.status == Status.COMPLETE, done.status_detail
+        assert on_node(restart.id) == cluster.node_ids["nodeB"]
+        assert "restarted from epoch 7" in cairn("logs", str(done.counter)).stdout
+    finally:
+        stop_scheduler(ray_project)
+
+
 def test_a_node_that_dies_mid_run_crashes_its_execution(ray_project: Path,
                                                          cluster: RayCluster) -> None:
     """Last in this module: it kills worker B for good."""
