@@ -55,6 +55,23 @@ def cairn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return cairn_proc(*args, env=ray_env(), timeout=timeout)
 
 
+def sleep_running_on(project: Path, environment: str):  # noqa: ANN201
+    """Start a long `sleep` step detached on ``environment``; wait until it runs on a node.
+    Returns its counter and a function that reads it again."""
+    started = cairn("run", "sleep", "--seconds=120", "--environment", environment, "-d")
+    assert started.returncode == 0, started.stderr
+    with Client(project) as client:
+        counter = max(e.counter for e in client.executions())
+
+    def execution():  # noqa: ANN202
+        with Client(project) as client:
+            return client.execution(counter)
+
+    wait_for(lambda: execution().status.value == "running" and execution().node, timeout=60,
+             what=f"#{counter} running on {environment}")
+    return counter, execution
+
+
 @pytest.fixture
 def ray_project(project: Path, cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> Path:
     configure(project, cluster.address)
@@ -208,17 +225,7 @@ def test_a_step_whose_worker_died_is_ended_by_the_next_run_on_its_node(
         ray_project: Path, cluster: RayCluster) -> None:
     import signal
 
-    started = cairn("run", "sleep", "--seconds=120", "--environment", "node-a", "-d")
-    assert started.returncode == 0, started.stderr
-    with Client(ray_project) as client:
-        counter = max(e.counter for e in client.executions())
-
-    def execution():  # noqa: ANN202
-        with Client(ray_project) as client:
-            return client.execution(counter)
-
-    wait_for(lambda: execution().status.value == "running" and execution().node, timeout=60,
-             what="running on node A")
+    _, execution = sleep_running_on(ray_project, "node-a")
     wait_for(lambda: bool(step_processes(execution().id)), timeout=10, what="its processes")
     step = step_processes(execution().id)
     (leader,) = [pid for pid, (_, group) in step.items() if pid == group]
@@ -321,17 +328,7 @@ def test_a_step_whose_node_dies_restarts_on_another_from_its_live_checkpoint(
 def test_a_node_that_dies_mid_run_crashes_its_execution(ray_project: Path,
                                                          cluster: RayCluster) -> None:
     """Last in this module: it kills worker B for good."""
-    started = cairn("run", "sleep", "--seconds=120", "--environment", "node-b", "-d")
-    assert started.returncode == 0, started.stderr
-    with Client(ray_project) as client:
-        counter = max(e.counter for e in client.executions())
-
-    def execution():  # noqa: ANN202
-        with Client(ray_project) as client:
-            return client.execution(counter)
-
-    wait_for(lambda: execution().status.value == "running" and execution().node, timeout=60,
-             what="running on node B")
+    counter, execution = sleep_running_on(ray_project, "node-b")
     cluster.kill_node("nodeB")
     try:
         wait_for(lambda: execution().status.value != "running", timeout=90,
