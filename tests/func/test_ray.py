@@ -45,6 +45,10 @@ backend = "ray"
 address = "{address}"
 resources = {{ nodeB = 1 }}
 
+[environments.anywhere]
+backend = "ray"
+address = "{address}"
+
 [environments.nowhere]
 backend = "ray"
 address = "127.0.0.1:9"
@@ -207,6 +211,20 @@ def test_a_pipeline_on_the_cluster_and_its_result_cache(ray_project: Path,
     assert [f.name for f in runs[1].inputs] == ["result.txt"]
 
 
+def test_a_sweep_on_the_cluster_runs_its_trials_side_by_side(ray_project: Path,
+                                                            cluster: RayCluster) -> None:
+    """Two trials, two 1-CPU workers, parallelism 2: one trial on each node, at once."""
+    swept = cairn("task", "run", "sleep", "-p", "seconds=2,2.5", "-j", "2",
+                  "--environment", "anywhere")
+    assert swept.returncode == 0, swept.stderr
+    with Client(ray_project) as client:
+        trials = [e for e in client.executions() if e.title and "trial" in e.title]
+    assert len(trials) == 2 and all(e.status.value == "complete" for e in trials)
+    assert {e.node.split()[-1] for e in trials} == set(cluster.node_ids.values())
+    first, second = sorted(trials, key=lambda e: e.started_at)
+    assert second.started_at < first.ended_at  # they overlapped
+
+
 def step_processes(execution_id: str) -> dict[int, tuple[int, int]]:
     """pid → (parent pid, process group) of the processes of an execution's step."""
     mark = f"CAIRN_EXECUTION_ID={execution_id}".encode()
@@ -268,8 +286,6 @@ def test_a_step_whose_node_dies_restarts_on_another_from_its_live_checkpoint(
     with open(ray_project / "cairn.yaml", "a") as yaml:
         yaml.write("- step:\n    name: resumable\n    image: python:3.11\n"
                    "    command: python resumable.py\n    autorestart: 1\n")
-    with open(ray_project / ".cairn" / "config.toml", "a") as config:
-        config.write(f'\n[environments.anywhere]\nbackend = "ray"\naddress = "{cluster.address}"\n')
     ctx = Context.load(ray_project)
 
     def get(ref: str):  # noqa: ANN202

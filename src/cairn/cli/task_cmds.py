@@ -79,6 +79,9 @@ def _spec_help() -> str:
 @click.option("--seed", type=int, help="Seed of random_search / bayesian_tpe sampling.")
 @click.option("--priority", type=int, default=None,
               help="Queue priority of its trials: higher starts first (default 0).")
+@click.option("--environment", metavar="NAME",
+              help="The environment (machine type) its trials run on, e.g. a Ray cluster "
+                   "(default: the step's).")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME=URI",
               help="An input of the step for every trial. Repeatable.")
 @click.option("--env", "-e", "env", multiple=True, metavar="NAME=VALUE",
@@ -89,8 +92,8 @@ def run(name: str, params: tuple[str, ...], task_type: str | None,
         execution_count: int | None, parallel: int | None, batch_size: int | None,
         target: str | None, maximize: bool | None, target_value: float | None,
         stop_condition: str | None, prune: str | None, on_child_error: str | None,
-        reuse: bool | None, seed: int | None, priority: int | None, inputs: tuple[str, ...],
-        env: tuple[str, ...], detach: bool) -> int:
+        reuse: bool | None, seed: int | None, priority: int | None, environment: str | None,
+        inputs: tuple[str, ...], env: tuple[str, ...], detach: bool) -> int:
     """Run NAME: a task of cairn.yaml (type, parameters and options from there, each
     overridable here), or else a step, swept over the space given with -p.
 
@@ -120,7 +123,7 @@ def run(name: str, params: tuple[str, ...], task_type: str | None,
                        ("batch_size", batch_size), ("target_metric", target),
                        ("target_value", target_value), ("stop_condition", stop_condition),
                        ("prune", prune), ("on_child_error", on_child_error), ("reuse", reuse),
-                       ("seed", seed), ("priority", priority)):
+                       ("seed", seed), ("priority", priority), ("environment", environment)):
         if value is not None:
             setattr(spec, key, value)
     if maximize is not None:

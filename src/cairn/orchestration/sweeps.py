@@ -100,6 +100,7 @@ class SweepSpec:
     prune: str = "none"
     reuse: bool = False
     priority: int = 0  # the queue priority of its trials
+    environment: str | None = None  # machine type of its trials; None: the step's
     seed: int | None = None
     inputs: dict[str, list[str]] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
@@ -312,7 +313,7 @@ def _request(spec: SweepSpec, values: Mapping[str, Any], *, title: str | None,
 
     return RunRequest(step=spec.step, parameters=dict(values), inputs=dict(spec.inputs),
                       variables=dict(spec.variables), title=title, tags=tuple(tags),
-                      reuse=spec.reuse, priority=spec.priority)
+                      reuse=spec.reuse, priority=spec.priority, environment=spec.environment)
 
 
 def _show(values: Mapping[str, Any]) -> str:
