@@ -94,7 +94,8 @@ def submit(cli: CLI, log: Path, label: str, secs: float, *extra: str) -> int:
     code, out, err = cli("run", "mark", f"--log={log}", f"--label={label}", f"--secs={secs}",
                          "--detach", *extra)
     assert code == 0, err
-    return Context.load().store.get_execution(Context.load().project_id, out.strip()).counter
+    ctx = Context.load()
+    return ctx.store.get_execution(ctx.project_id, out.strip()).counter
 
 
 def test_higher_priority_starts_first_then_first_come(one_cpu: Path, cli: CLI) -> None:
