@@ -163,8 +163,7 @@ class QueueScheduler:
 
     def _claim(self, ex: Execution) -> bool:
         if ex.backend == "local":
-            limit = self.scheduler._parallel_limit(ex)
-            if limit is not None and self.scheduler._active_in(ex.machine_environment) >= limit:
+            if not self.scheduler.below_parallel_limit(ex):
                 return False
             cap = self.capacity
             if self.store.allocate(ex.id, host=HOST, capacity=cap.resources,

@@ -184,6 +184,11 @@ class Scheduler:
                  if ex.machine_environment == execution.machine_environment]
         return execution.id not in ahead or ahead.index(execution.id) < room
 
+    def below_parallel_limit(self, execution: Execution) -> bool:
+        """Whether its environment's ``max-parallel`` (if any) leaves room for one more."""
+        limit = self._parallel_limit(execution)
+        return limit is None or self._active_in(execution.machine_environment) < limit
+
     def _parallel_limit(self, execution: Execution) -> int | None:
         """The ``max-parallel`` of the execution's environment, if it sets one."""
         from cairn.orchestration.environments import load_environments
