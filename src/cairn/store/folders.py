@@ -708,7 +708,9 @@ def version_folder(
     files = done = 0
     ok = False
     try:
-        scan = hash_cache.scan(root, started) if hash_cache is not None else None
+        if hash_cache is not None:
+            mark = blobs.removal_mark() if isinstance(blobs, LocalBlobStore) else None
+            scan = hash_cache.scan(root, started, mark)
         tree = content.tree_writer()
         in_flight: deque[Future[list[_Result]] | list[_Result]] = deque()
         limit = 4 * (workers or _default_workers())
@@ -749,7 +751,9 @@ def version_folder(
         to_hash = 0
         large = False
         match = scan.match if scan is not None else None
-        has = stager.has
+        # A cached digest's blob is known stored while nothing was removed from the store
+        # since the cache was written (its removal mark); else the store is asked.
+        has = (lambda _digest: True) if scan is not None and scan.stored else stager.has
         may_link = linker.may_link if linker is not None else None
         store_linked = linker.store if linker is not None else None
         lstat, S_ISREG = os.lstat, stat.S_ISREG

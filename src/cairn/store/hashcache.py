@@ -13,8 +13,13 @@ hashed again next time, and cached once they are old enough.
 Layout: the cache is a folder with one compact text file per versioned folder (named
 by the BLAKE3 of its real path), its records sorted by relative path::
 
-    cairn-hashcache 1 /abs/path/of/the/folder
+    cairn-hashcache 2 <store mark or -> /abs/path/of/the/folder
     <size> <mtime_ns> <inode> <ctime_ns> <digest> <path, escaped like tree manifests>
+
+The store mark is the local blob store's removal mark when the walk began (see
+``LocalBlobStore.removal_mark``): each recorded digest was stored then. While the store's
+mark is unchanged nothing was removed since, so a walk may take a matching record's
+blob as stored (:attr:`CacheScan.stored`) without asking the store file by file.
 
 A walk yields paths in the same order, so lookups are a merge of two sorted streams:
 no query per file and flat memory for millions of files. Each walk writes a new file
@@ -38,7 +43,7 @@ from cairn.store._fileops import _mkstemp
 StatKey = tuple[int, int, int, int]
 
 RACY_WINDOW_NS = 2_000_000_000
-_MAGIC = "cairn-hashcache 1 "
+_MAGIC = "cairn-hashcache 2 "
 _BLOCK = 1 << 20
 
 
@@ -89,10 +94,15 @@ class HashCache:
 
         return self.path / f"{blake3(str(root).encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.txt"
 
-    def scan(self, root: Path | str, started_ns: int | None = None) -> CacheScan:
-        """A pass over folder ``root`` (a real path): lookups in path order, then commit."""
+    def scan(self, root: Path | str, started_ns: int | None = None,
+             store_mark: str | None = None) -> CacheScan:
+        """A pass over folder ``root`` (a real path): lookups in path order, then commit.
+
+        ``store_mark`` is the blob store's removal mark, read before the walk (None for a
+        store without one).
+        """
         started = time.time_ns() if started_ns is None else started_ns
-        return CacheScan(self, str(root), started - self.racy_window_ns)
+        return CacheScan(self, str(root), started - self.racy_window_ns, store_mark)
 
     def get(self, root: Path | str, rel: str) -> tuple[StatKey, Digest] | None:
         """One record, for inspection and tests."""
@@ -103,16 +113,27 @@ class HashCache:
         return None
 
 
-def _read(file: Path, root: str) -> Iterator[tuple[str, str]]:
-    """(path, line) of each record, read in large blocks; a damaged tail ends it."""
+def _header(mark: str | None, root: str) -> str:
+    return f"{_MAGIC}{mark or '-'} {_escape(root)}\n"
+
+
+def _read(file: Path, root: str, marks: list[str] | None = None
+          ) -> Iterator[tuple[str, str]]:
+    """(path, line) of each record, read in large blocks; a damaged tail ends it.
+
+    The store mark of the file's header is appended to ``marks`` before the first record.
+    """
     try:
         fh = open(file, "rb")
     except OSError:
         return
     with fh:
         head = fh.readline().decode("utf-8", "surrogateescape")
-        if head != f"{_MAGIC}{_escape(root)}\n":
+        mark, _, rest = head.removeprefix(_MAGIC).partition(" ")
+        if not head.startswith(_MAGIC) or rest != f"{_escape(root)}\n":
             return  # another format or (by a 128-bit chance) another folder: start afresh
+        if marks is not None:
+            marks.append(mark)
         rest = b""
         while block := fh.read(_BLOCK):
             block = rest + block
@@ -136,12 +157,17 @@ class CacheScan:
     dropped. :meth:`commit` makes the new records the cache's.
     """
 
-    def __init__(self, cache: HashCache, root: str, racy_before_ns: int) -> None:
+    def __init__(self, cache: HashCache, root: str, racy_before_ns: int,
+                 store_mark: str | None = None) -> None:
         self.root = root
         self.racy_before_ns = racy_before_ns
         self._file = cache.file_for(root)
-        self._rows = _read(self._file, root)
+        marks: list[str] = []
+        self._rows = _read(self._file, root, marks)
         self._head = next(self._rows, None)
+        #: Whether a matching record's blob may be taken as stored without asking: the
+        #: store's removal mark is the one the records were written under.
+        self.stored = store_mark is not None and marks == [store_mark]
         self._out: BinaryIO | None = None
         self._tmp: str | None = None
         self._lines: list[str] = []
@@ -149,7 +175,7 @@ class CacheScan:
             cache.path.mkdir(parents=True, exist_ok=True)
             fd, self._tmp = _mkstemp(cache.path, ".scan-")
             self._out = os.fdopen(fd, "wb", buffering=1 << 20)
-            self._lines.append(f"{_MAGIC}{_escape(root)}\n")
+            self._lines.append(_header(store_mark, root))
         except OSError as exc:
             self._rows.close()
             raise StoreNotWritableError(

@@ -181,17 +181,49 @@ def test_files_just_written_are_not_cached(content: ContentStore, make_files: Ma
         assert cache.get(os.path.realpath(src), "fresh") is None
 
 
-def test_a_cached_digest_whose_blob_is_gone_is_stored_again(content: ContentStore,
-                                                            make_files: MakeFiles,
-                                                            tmp_path: Path) -> None:
+def test_a_cached_digest_whose_blob_was_removed_is_stored_again(content: ContentStore,
+                                                                make_files: MakeFiles,
+                                                                tmp_path: Path) -> None:
     src = make_files({"a": b"precious"})
+    digest = hash_bytes(b"precious")
     with _trusting_cache(tmp_path / "hashes.db") as cache:
         version_folder(src, content, hash_cache=cache)
-        blob = content.blobs.local_path(hash_bytes(b"precious"))
-        assert blob is not None
-        blob.unlink()  # pruned
+        assert content.blobs.local_path(digest) is not None
+        content.blobs.delete(digest)  # what `cairn gc` does
         version_folder(src, content, hash_cache=cache)
-    assert content.read_bytes(hash_bytes(b"precious")) == b"precious"
+    assert content.read_bytes(digest) == b"precious"
+
+
+def test_an_unchanged_store_is_not_asked_about_cached_blobs(
+        content: ContentStore, make_files: MakeFiles, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_files({"a": b"one", "b/c": b"two"})
+    asked: list[str] = []
+    real_has = folders._LocalStager.has
+
+    def has(self: folders._LocalStager, digest: str) -> bool:
+        asked.append(digest)
+        return real_has(self, digest)
+
+    monkeypatch.setattr(folders._LocalStager, "has", has)
+    with _trusting_cache(tmp_path / "hashes.db") as cache:
+        first = version_folder(src, content, hash_cache=cache).tree_digest
+        asked.clear()
+        assert version_folder(src, content, hash_cache=cache).tree_digest == first
+        assert asked == []  # nothing was removed since: the cache's blobs are stored
+        content.blobs.delete(hash_bytes(b"nothing of ours"))  # any removal moves the mark
+        assert version_folder(src, content, hash_cache=cache).tree_digest == first
+        assert sorted(asked) == sorted([hash_bytes(b"one"), hash_bytes(b"two")])
+
+
+def test_the_removal_mark_moves_on_every_removal(content: ContentStore) -> None:
+    blobs = content.blobs
+    marks = {blobs.removal_mark()}
+    for i in range(20):  # quicker than the filesystem's clock ticks
+        blobs.put_bytes(hash_bytes(b"%d" % i), b"%d" % i)
+        blobs.delete(hash_bytes(b"%d" % i))
+        marks.add(blobs.removal_mark())
+    assert len(marks) == 21
 
 
 def test_cache_forgets_deleted_files(content: ContentStore, make_files: MakeFiles,
