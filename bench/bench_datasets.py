@@ -13,6 +13,12 @@ the store and made read-only, like DVC's ``hardlink`` cache type, which is run t
 comparison). Each link-mode run gets its own copy of the data, made outside the timing
 with the files' old mtimes kept (a link-mode add copies files modified in the last 2 s).
 
+The same work is then run as a user runs it, through the command line (``cairn dataset
+add``, ``add --link``, ``checkout``, re-add), each in a fresh project: these rows add the
+CLI's start, the metadata database and the version's record. Two floors go beside them:
+``cairn --version`` (the CLI start alone) and the kernel's own time to create and write a
+copy of every small file (what any add that copies them cannot go below on this machine).
+
 Every operation runs twice and the second (warm page cache) figure is reported.
 
     .venv/bin/python bench/bench_datasets.py               # (a)–(d), DVC included
@@ -283,6 +289,35 @@ def main(argv: list[str]) -> int:
                                   "--hash-cache", str(cache))[0])
         rows.append(_row(f"re-add {small_label} unchanged", dvc_re, cairn_re))
 
+        # (f) the same through the command line, as a user runs it: `cairn dataset add`
+        # and `checkout` also start the CLI, open the metadata database (SQLAlchemy) and
+        # record the version; each run in a fresh project (its own store and hash cache).
+        cli_add, cli_link, cli_re, cli_co = [], [], [], []
+        for i in range(2):
+            cli_add.append(cli(_cli_project(work / f"cli-{i}"), "dataset", "add", "imgs",
+                               str(src)))
+        for i in range(2):
+            copy = fresh_copy(src, work / f"images-cli-link-{i}")
+            cli_link.append(cli(_cli_project(work / f"cli-link-{i}"), "dataset", "add",
+                                "imgs", str(copy), "--link"))
+        proj = work / "cli-1"
+        for _ in range(2):
+            cli_re.append(cli(proj, "dataset", "add", "imgs", str(src)))
+        for i in range(2):
+            cli_co.append(cli(proj, "dataset", "checkout", "imgs/v1",
+                              str(work / f"cli-co-{i}")))
+        rows.append(_row(f"`cairn dataset add` {small_label}, copy", dvc_add, cli_add))
+        rows.append(_row(f"`cairn dataset add --link` {small_label}", dvc_add, cli_link))
+        if dvc:
+            rows.append(_row("  the same, DVC cache.type=hardlink", dvc_add_hl, cli_link))
+        rows.append(_row("`cairn dataset checkout` (read-only, hardlinks)", dvc_co, cli_co))
+        rows.append(_row("`cairn dataset add` again, unchanged", dvc_re, cli_re))
+        startup = min(cli(proj, "--version") for _ in range(3))
+        rows.append(["  `cairn --version` (CLI start alone)", "", C.fmt_seconds(startup), ""])
+        floor = _create_floor(work / "floor", src)
+        rows.append([f"  floor: create + write {small_label} files (1 thread, no hashing, "
+                     "no sync)", "", C.fmt_seconds(floor), ""])
+
         # (d) a few big files, against a plain read of the same files.
         if not args.no_big:
             big = work / "videos"
@@ -359,6 +394,40 @@ def main(argv: list[str]) -> int:
     C.print_table("dataset versioning: DVC vs cairn", rows, notes,
                   headers=("work", "DVC", "cairn", "ratio"))
     return 0
+
+
+def cli(project: Path, *args: str) -> float:
+    """Wall seconds of one ``cairn ARGS`` command run in ``project``."""
+    settle()
+    return C.time_command([str(C.CAIRN_BIN), *args], cwd=project)
+
+
+def _cli_project(folder: Path) -> Path:
+    """A fresh project folder: a cairn.yaml, its data (store, database) under .cairn."""
+    folder.mkdir()
+    (folder / "cairn.yaml").write_text(
+        "- step:\n    name: noop\n    image: python:3.11\n    command: \"true\"\n")
+    return folder
+
+
+def _create_floor(dest: Path, src: Path) -> float:
+    """What the kernel alone takes to read every file of ``src`` and create and write a
+    copy of it under ``dest`` (16 folders), in this process: the least any copying add
+    can cost here, before hashing, syncing or naming anything."""
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    for i in range(16):
+        (dest / f"{i:x}").mkdir(parents=True)
+    settle()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    t0 = time.perf_counter()
+    for n, path in enumerate(files):
+        fd = os.open(path, os.O_RDONLY)
+        data = os.read(fd, 1 << 24)
+        os.close(fd)
+        fd = os.open(f"{dest}/{n & 15:x}/{n}", flags, 0o444)
+        os.write(fd, data)
+        os.close(fd)
+    return time.perf_counter() - t0
 
 
 def _row(label: str, dvc: list[float | None], cairn: list[float]) -> list[str]:
