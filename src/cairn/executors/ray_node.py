@@ -62,9 +62,9 @@ def _run_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any]]:
             now = time.monotonic()
             if not stop.is_set() and now - self.last_check >= STOP_POLL_SECONDS:
                 self.last_check = now
-                current = holder["ctx"].store.get_execution(payload["project_id"], execution_id)
+                status, stop_requested = holder["ctx"].store.execution_status(execution_id)
                 # Also when it ended meanwhile: its supervisor died and it was reaped.
-                if current.stop_requested or current.status.is_final:
+                if stop_requested or status.is_final:
                     stop.set()
             return stop.is_set()
 

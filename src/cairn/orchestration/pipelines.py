@@ -391,8 +391,7 @@ class PipelineRunner:
         if now - self.stop_checked < 0.2:
             return False
         self.stop_checked = now
-        return self.store.get_flow(self.flow.project_id, KIND, self.flow.id,
-                                   with_nodes=False).stop_requested
+        return self.store.flow_stop_requested(self.flow.id)
 
     def run(self) -> Flow:
         from cairn.orchestration.runs import Snapshot

@@ -261,7 +261,7 @@ def supervise(
         def should_stop(self) -> bool:
             if signals.requested:
                 return True
-            return store.get_execution(execution.project_id, execution.id).stop_requested
+            return store.execution_status(execution.id)[1]
 
         def line(self, stream: str, text: str) -> None:
             if on_line is not None:
@@ -283,7 +283,7 @@ def supervise(
                 scheduler.crash(execution.id, f"cairn failed while running it: {exc!r}")
                 raise
             if (outcome.reason == "stopped" and signals.preempted
-                    and not store.get_execution(execution.project_id, execution.id).stop_requested):
+                    and not store.execution_status(execution.id)[1]):
                 # SIGTERM to cairn that no `cairn stop` asked for: the machine is going away
                 # (a spot instance reclaimed, a node drained). Not the user's stop.
                 outcome = replace(outcome, reason="crashed", detail=(

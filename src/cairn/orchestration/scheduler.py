@@ -135,8 +135,7 @@ class Scheduler:
                 self.store.transition(execution.id, Status.STARTING, expect=[Status.STARTING],
                                       pid=os.getpid())
                 return allocation
-            current = self.store.get_execution(execution.project_id, execution.id)
-            if current.status != Status.QUEUED:
+            if self.store.execution_status(execution.id)[0] != Status.QUEUED:
                 return None  # stopped (or otherwise finished) while waiting
             if should_stop():
                 self.store.transition(execution.id, Status.STOPPED, expect=[Status.QUEUED],
@@ -219,8 +218,7 @@ class Scheduler:
                 if self.store.transition(execution.id, Status.STARTING, expect=[Status.QUEUED],
                                          host=HOST, pid=os.getpid()):
                     return Allocation()
-            current = self.store.get_execution(execution.project_id, execution.id)
-            if current.status != Status.QUEUED:
+            if self.store.execution_status(execution.id)[0] != Status.QUEUED:
                 return None
             if should_stop():
                 self.store.transition(execution.id, Status.STOPPED, expect=[Status.QUEUED],

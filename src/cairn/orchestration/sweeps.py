@@ -468,7 +468,7 @@ class _Driver:
             return
         if self.interrupted:
             self._halt(FlowStatus.STOPPED, "stopped by a signal (Ctrl-C or SIGTERM)")
-        elif self.store.get_flow(self.flow.project_id, KIND, self.flow.id).stop_requested:
+        elif self.store.flow_stop_requested(self.flow.id):
             self._halt(FlowStatus.STOPPED, "stopped by `cairn task stop`")
 
     # -- starting trials ---------------------------------------------------------------

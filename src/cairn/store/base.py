@@ -124,6 +124,11 @@ class MetadataStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def execution_status(self, execution_id: str) -> tuple[Status, bool]:
+        """(status, stop_requested) of an execution by its full id: one cheap query, for
+        the loops that poll a running or waiting execution. ``NotFoundError`` if absent."""
+
+    @abc.abstractmethod
     def get_executions(self, project_id: str, ids: Iterable[str]) -> list[Execution]:
         """The executions of the project with these ids, in the order given; unknown ids
         are left out. Batched: one round of queries however many ids."""
@@ -434,6 +439,11 @@ class MetadataStore(abc.ABC):
 
         Returns whether it happened.
         """
+
+    @abc.abstractmethod
+    def flow_stop_requested(self, flow_id: str) -> bool:
+        """Whether a stop of the flow was asked for: one cheap query, for the driver's
+        poll (``NotFoundError`` if there is no such flow)."""
 
     @abc.abstractmethod
     def request_flow_stop(self, flow_id: str) -> None:

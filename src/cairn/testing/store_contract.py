@@ -428,10 +428,20 @@ class MetadataStoreContract:
 
     def test_request_stop(self, store: MetadataStore, project: Project) -> None:
         execution = self.make(store, project)
+        assert store.execution_status(execution.id) == (Status.CREATED, False)
         store.request_stop(execution.id)
         assert store.get_execution(project.id, execution.id).stop_requested is True
+        assert store.execution_status(execution.id) == (Status.CREATED, True)
         with pytest.raises(NotFoundError):
             store.request_stop("no-such-id")
+        with pytest.raises(NotFoundError):
+            store.execution_status(str(uuid.uuid4()))
+
+    def test_execution_status_follows_transitions(self, store: MetadataStore,
+                                                  project: Project) -> None:
+        execution = self.make(store, project)
+        store.transition(execution.id, Status.QUEUED)
+        assert store.execution_status(execution.id) == (Status.QUEUED, False)
 
     # -- allocation -------------------------------------------------------------------
     def test_allocate_fits_cpus(self, store: MetadataStore, project: Project) -> None:
@@ -1329,10 +1339,14 @@ class MetadataStoreContract:
 
     def test_request_flow_stop(self, store: MetadataStore, project: Project) -> None:
         flow = self.make_flow(store, project)
+        assert store.flow_stop_requested(flow.id) is False
         store.request_flow_stop(flow.id)
         assert store.get_flow(project.id, "pipeline", flow.id).stop_requested
+        assert store.flow_stop_requested(flow.id) is True
         with pytest.raises(NotFoundError):
             store.request_flow_stop(str(uuid.uuid4()))
+        with pytest.raises(NotFoundError):
+            store.flow_stop_requested(str(uuid.uuid4()))
 
     def test_flow_nodes_update_and_append(self, store: MetadataStore, project: Project) -> None:
         flow = self.make_flow(store, project, kind="task", nodes=0)

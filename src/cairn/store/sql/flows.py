@@ -187,6 +187,16 @@ class FlowParts(SqlStoreCore):
             raise NotFoundError(f"no pipeline or task with id {flow_id!r}")
 
     @translated
+    def flow_stop_requested(self, flow_id: str) -> bool:
+        with self._read() as conn:
+            row = conn.execute(
+                select(flows.c.stop_requested).where(flows.c.id == flow_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no pipeline or task with id {flow_id!r}")
+        return bool(row.stop_requested)
+
+    @translated
     def request_flow_stop(self, flow_id: str) -> None:
         with self._write() as conn:
             changed = conn.execute(

@@ -256,6 +256,17 @@ class SqlMetadataStore(
             return self._hydrate(conn, [found[i] for i in wanted if i in found])
 
     @translated
+    def execution_status(self, execution_id: str) -> tuple[Status, bool]:
+        with self._read() as conn:
+            row = conn.execute(
+                select(executions.c.status, executions.c.stop_requested)
+                .where(executions.c.id == execution_id)
+            ).first()
+        if row is None:
+            raise no_execution(execution_id)
+        return Status(row.status), bool(row.stop_requested)
+
+    @translated
     def get_execution(self, project_id: str, ref: str | int) -> Execution:
         with self._read() as conn:
             row = self._find_execution(conn, project_id, ref)
