@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from cairn.entities import FlowStatus, NodeStatus, Status
 from cairn.orchestration.context import Context
-from tests.func.conftest import wait_for
+from tests.func.conftest import pid_alive, wait_for
 
 # `fit` prints one JSON line per epoch: `score` grows towards `quality` (so a low quality
 # is behind at every step) and `accuracy` is `quality` from the first epoch on. A
@@ -245,6 +247,27 @@ def test_task_stop_stops_a_detached_sweep(sweeps: Path, cli) -> None:  # noqa: A
     assert executions["1"].status == Status.STOPPED
     code, _, err = cli("task", "stop", "1")
     assert code == 1 and "already ended" in err
+
+
+def test_a_sweep_whose_driver_is_killed_is_marked_crashed(sweeps: Path, cli) -> None:  # noqa: ANN001
+    code, out, err = cli("task", "run", "fit", "-p", "quality=0.1,0.2,0.3", "-p", "epochs=300",
+                         "-p", "delay=0.1", "-j", "1", "--detach")
+    assert code == 0, err
+    wait_for(lambda: task(sweeps)[0].node("1").status == NodeStatus.RUNNING
+             and any(task(sweeps)[2].get("1", [])), what="the first trial to run")
+    driver = task(sweeps)[0].pid
+    assert driver
+    os.kill(driver, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(driver), what="the driver to be gone")
+    code, out, err = cli("task", "ls")  # looking at the tasks reaps a dead driver's
+    assert code == 0, err
+    flow, executions, _ = task(sweeps)
+    assert flow.status == FlowStatus.CRASHED
+    assert f"pid {driver}" in (flow.status_detail or "")
+    assert [n.status for n in flow.nodes] == [NodeStatus.CRASHED, NodeStatus.SKIPPED,
+                                              NodeStatus.SKIPPED]
+    wait_for(lambda: task(sweeps)[1]["1"].status == Status.CRASHED,
+             what="the orphaned trial to be reaped")
 
 
 # -- errors that must be clear ---------------------------------------------------------

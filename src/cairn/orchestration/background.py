@@ -43,12 +43,14 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def dead_drivers(ctx: Context, kind: str, *, limit: int | None = None) -> list[Flow]:
-    """Running flows of this host whose driving process is gone."""
+def dead_drivers(ctx: Context, kind: str) -> list[Flow]:
+    """Running flows of this host whose driving process is gone (without their nodes:
+    one query over the running flows, however long the project's history)."""
     from cairn.entities import FlowStatus
 
     return [
-        flow for flow in ctx.store.list_flows(ctx.project_id, kind, limit=limit)
-        if flow.status == FlowStatus.RUNNING and flow.host == HOST and flow.pid
-        and flow.pid != os.getpid() and not process_alive(flow.pid)
+        flow for flow in ctx.store.list_flows(ctx.project_id, kind, status=FlowStatus.RUNNING,
+                                              with_nodes=False)
+        if flow.host == HOST and flow.pid and flow.pid != os.getpid()
+        and not process_alive(flow.pid)
     ]

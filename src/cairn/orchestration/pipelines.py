@@ -247,7 +247,7 @@ def list_pipelines(ctx: Context, *, limit: int | None = None) -> list[Flow]:
 def reap_pipelines(ctx: Context) -> int:
     """Mark pipelines of this host whose driving process died as crashed."""
     count = 0
-    for flow in dead_drivers(ctx, KIND, limit=50):
+    for flow in dead_drivers(ctx, KIND):
         if ctx.store.update_flow(flow.id, expect=[FlowStatus.RUNNING],
                                  status=FlowStatus.CRASHED, ended_at=_now(),
                                  status_detail=f"its driver (pid {flow.pid}) ended "

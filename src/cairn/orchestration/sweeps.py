@@ -864,7 +864,7 @@ def reap_sweeps(ctx: Context) -> int:
                 flow.id, expect=[FlowStatus.RUNNING], status=FlowStatus.CRASHED, ended_at=now(),
                 status_detail=f"its driver (pid {flow.pid}) ended unexpectedly"):
             continue
-        for node in flow.nodes:
+        for node in ctx.store.get_flow(ctx.project_id, KIND, flow.id).nodes:
             if node.status == NodeStatus.RUNNING:
                 ctx.store.update_flow_node(flow.id, node.name, status=NodeStatus.CRASHED,
                                            ended_at=now(), detail="the task's driver died")

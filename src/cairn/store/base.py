@@ -427,9 +427,11 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def list_flows(
-        self, project_id: str, kind: str, *, limit: int | None = None
+        self, project_id: str, kind: str, *, limit: int | None = None,
+        status: FlowStatus | None = None, with_nodes: bool = True,
     ) -> list[Flow]:
-        """Flows of one kind, newest first, with their nodes."""
+        """Flows of one kind (in ``status``, if given), newest first, with their nodes
+        unless ``with_nodes`` is false (then each ``nodes`` is empty)."""
 
     @abc.abstractmethod
     def update_flow(

@@ -1303,6 +1303,20 @@ class MetadataStoreContract:
         assert [f.counter for f in store.list_flows(project.id, "pipeline", limit=1)] == [2]
         assert store.list_flows(store.ensure_project("other").id, "pipeline") == []
 
+    def test_list_flows_by_status_without_nodes(self, store: MetadataStore,
+                                                project: Project) -> None:
+        first, second, third = (self.make_flow(store, project) for _ in range(3))
+        for flow in (first, third):
+            assert store.update_flow(flow.id, status=FlowStatus.RUNNING, host="h", pid=7)
+        running = store.list_flows(project.id, "pipeline", status=FlowStatus.RUNNING,
+                                   with_nodes=False)
+        assert [(f.counter, f.host, f.pid, f.nodes) for f in running] == [
+            (3, "h", 7, ()), (1, "h", 7, ())]
+        assert [f.counter for f in store.list_flows(
+            project.id, "pipeline", status=FlowStatus.CREATED)] == [2]
+        assert [len(f.nodes) for f in store.list_flows(project.id, "pipeline")] == [2, 2, 2]
+        assert store.list_flows(project.id, "task", status=FlowStatus.RUNNING) == []
+
     def test_flow_counters_under_concurrent_threads(
         self, store: MetadataStore, project: Project
     ) -> None:

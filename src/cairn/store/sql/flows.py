@@ -154,16 +154,24 @@ class FlowParts(SqlStoreCore):
         return [convert.flow(r, nodes[r.id]) for r in rows]
 
     @translated
-    def list_flows(self, project_id: str, kind: str, *, limit: int | None = None) -> list[Flow]:
+    def list_flows(
+        self, project_id: str, kind: str, *, limit: int | None = None,
+        status: FlowStatus | None = None, with_nodes: bool = True,
+    ) -> list[Flow]:
         query = (
             select(flows)
             .where(flows.c.project_id == project_id, flows.c.kind == kind)
             .order_by(flows.c.counter.desc())
         )
+        if status is not None:
+            query = query.where(flows.c.status == FlowStatus(status).value)
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
-            return self._flows_with_nodes(conn, conn.execute(query).all())
+            rows = conn.execute(query).all()
+            if not with_nodes:
+                return [convert.flow(r, ()) for r in rows]
+            return self._flows_with_nodes(conn, rows)
 
     @translated
     def update_flow(
