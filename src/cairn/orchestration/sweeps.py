@@ -347,7 +347,7 @@ class _Trial:
     thread: threading.Thread | None = None
     final: Execution | None = None
     error: BaseException | None = None
-    seen: int = 0  # metric points already read
+    last_seq: int | None = None  # the seq of the last metric point read
     index: int = 0  # points of the target metric seen (the step when a point has none)
     last_step: int = -1
     latest: dict[str, Any] = field(default_factory=dict)
@@ -551,9 +551,9 @@ class _Driver:
         metric to the study and ask its pruner (as Optuna's ``report``/``should_prune``)."""
         if self.spec.target_metric is None and self.stop_ast is None:
             return
-        points = self.store.get_metrics(trial.execution.id)
-        new = points[trial.seen:]
-        trial.seen = len(points)
+        new = self.store.get_metrics(trial.execution.id, after_seq=trial.last_seq)
+        if new:
+            trial.last_seq = new[-1].seq
         target = self.spec.target_metric
         for point in new:
             trial.latest[point.key] = point.value

@@ -484,8 +484,10 @@ class MetadataStore(abc.ABC):
         """Record the latest non-numeric metadata values (strings, lists, ...) by key."""
 
     @abc.abstractmethod
-    def get_metrics(self, execution_id: str) -> list[MetricPoint]:
-        """All metric points of an execution, in arrival order."""
+    def get_metrics(self, execution_id: str, *, after_seq: int | None = None
+                    ) -> list[MetricPoint]:
+        """All metric points of an execution, in arrival order; with ``after_seq`` only
+        those that arrived after the point of that ``seq`` (a poll reads what is new)."""
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional

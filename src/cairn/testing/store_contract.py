@@ -664,6 +664,13 @@ class MetadataStoreContract:
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         listed = store.get_execution(project.id, execution.id)
         assert listed.metrics == {"loss": 0.05, "acc": 0.5}
+        # A poll reads only what arrived after the last point it saw.
+        assert store.get_metrics(execution.id, after_seq=points[4].seq) == points[5:]
+        assert store.get_metrics(execution.id, after_seq=points[-1].seq) == []
+        store.add_metrics(execution.id, [MetricPoint("acc", 0.75, 6, 300.0)])
+        newer = store.get_metrics(execution.id, after_seq=points[-1].seq)
+        assert [(p.key, p.value) for p in newer] == [("acc", 0.75)]
+        assert newer[0].seq > points[-1].seq
 
     def test_latest_metric_is_last_of_batch(self, store: MetadataStore, project: Project) -> None:
         execution = self.make(store, project)
@@ -708,6 +715,8 @@ class MetadataStoreContract:
             store.set_metadata("no-such-id", {"note": "x"})
         with pytest.raises(NotFoundError):
             store.get_metrics("no-such-id")
+        with pytest.raises(NotFoundError):
+            store.get_metrics("no-such-id", after_seq=3)
 
     def test_metrics_of_a_new_execution_are_empty(
         self, store: MetadataStore, project: Project

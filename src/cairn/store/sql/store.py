@@ -652,13 +652,13 @@ class SqlMetadataStore(
             )
 
     @translated
-    def get_metrics(self, execution_id: str) -> list[MetricPoint]:
+    def get_metrics(self, execution_id: str, *, after_seq: int | None = None
+                    ) -> list[MetricPoint]:
+        query = select(metric_points).where(metric_points.c.execution_id == execution_id)
+        if after_seq is not None:
+            query = query.where(metric_points.c.seq > after_seq)
         with self._read() as conn:
-            rows = conn.execute(
-                select(metric_points)
-                .where(metric_points.c.execution_id == execution_id)
-                .order_by(metric_points.c.seq)
-            ).all()
+            rows = conn.execute(query.order_by(metric_points.c.seq)).all()
             if not rows:
                 self._require_execution(conn, execution_id)
         return [convert.metric_point(r) for r in rows]
