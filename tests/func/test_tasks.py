@@ -55,6 +55,16 @@ YAML = """\
     parameters:
       - {name: quality, style: random, rules: {min: 0.1, max: 1}}
 - task:
+    name: halving
+    step: fit
+    maximum-queued-executions: 2
+    optimization-target-metric: score
+    prune: successive-halving
+    parameters:
+      - {name: quality, style: multiple, rules: {items: [0.9, 0.9, 0.2, 0.1]}}
+      - {name: epochs, style: single, rules: {value: 8}}
+      - {name: delay, style: single, rules: {value: 0.2}}
+- task:
     name: manual
     step: fit
     type: manual_search
@@ -145,9 +155,8 @@ def test_median_pruning_stops_trials_that_fall_behind(sweeps: Path, cli) -> None
 
 @pytest.mark.slow
 def test_successive_halving_keeps_the_better_half(sweeps: Path, cli) -> None:  # noqa: ANN001
-    code, _, err = cli("task", "run", "fit", "-p", "quality=0.9,0.9,0.2,0.1",
-                       "-p", "epochs=8", "-p", "delay=0.2", "-j", "2",
-                       "--target", "score", "--prune", "halving")
+    # Pruning from the project file (`prune:` in the task); the median test uses --prune.
+    code, _, err = cli("task", "run", "halving")
     assert code == 0, err
     flow, executions, metrics = task(sweeps)
     assert [n.status for n in flow.nodes] == [NodeStatus.COMPLETE, NodeStatus.COMPLETE,

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from cairn.entities import Execution, Flow, FlowNode, FlowStatus, NodeStatus, Status
 from cairn.errors import CairnError, ConfigError, ExecutionError, ParameterError
 from cairn.orchestration import spaces
-from cairn.project.blueprints import VariantParameter
+from cairn.project.blueprints import ON_CHILD_ERROR, PRUNERS, VariantParameter
 from cairn.store.base import NewFlow, NewFlowNode
 
 if TYPE_CHECKING:
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KIND = "task"
-ON_CHILD_ERROR = ("continue-and-complete", "continue-and-error", "stop-all-and-error")
-PRUNERS = ("none", "median", "halving")
 POLL_SECONDS = 0.25
 TPE_STARTUP_MAX = 20  # Valohai seeds TPE with (up to) 20 random trials
 _MINIMIZED_WORDS = {"loss", "error", "err", "mse", "mae", "rmse", "perplexity", "wer", "cer",
@@ -122,6 +120,7 @@ class SweepSpec:
             on_child_error=task.on_child_error or "continue-and-complete",
             stop_condition=task.stop_condition,
             reuse=task.reuse_children,
+            prune=task.prune or "none",
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from cairn.project._validate_step import resources_spec
 from cairn.project._yaml import PathKey
 from cairn.project.blueprints import (
     ON_CHILD_ERROR,
+    PRUNERS,
     TASK_TYPES,
     VARIANT_STYLES,
     Deployment,
@@ -36,6 +37,7 @@ TASK_KEYS = (
     "on-child-error",
     "stop-condition",
     "reuse-children",
+    "prune",  # cairn: stop trials that fall behind (median rule, successive halving)
 )
 VARIANT_KEYS = ("name", "style", "rules")
 RULE_KEYS = {
@@ -166,8 +168,10 @@ def validate_task(
                     did_you_mean(normalized, ON_CHILD_ERROR),
                 )
     target_value = c.number(body, "optimization-target-value", path, what)
+    target_metric = c.string(body, "optimization-target-metric", path, what)
     stop_condition = c.expression(body, "stop-condition", path, what)
     reuse = c.boolean(body, "reuse-children", path, what)
+    prune = _prune(c, body, path, what, target_metric)
     if name is None:
         return None
     return Task(
@@ -180,13 +184,38 @@ def validate_task(
         execution_count=counts["execution-count"],
         execution_batch_size=counts["execution-batch-size"],
         maximum_queued_executions=counts["maximum-queued-executions"],
-        optimization_target_metric=c.string(body, "optimization-target-metric", path, what),
+        optimization_target_metric=target_metric,
         optimization_target_value=float(target_value) if target_value is not None else None,
         engine=engine,
         on_child_error=on_child_error,
         stop_condition=stop_condition,
         reuse_children=bool(reuse),
+        prune=prune,
     )
+
+
+def _prune(c: Checker, body: dict[str, Any], path: PathKey, what: str,
+           target_metric: str | None) -> str | None:
+    """``prune: median|halving|none``: it compares trials by the target metric."""
+    if body.get("prune") is None:
+        return None
+    raw = c.string(body, "prune", path, what)
+    if raw is None:
+        return None
+    normalized = raw.strip().lower().replace("_", "-")
+    normalized = {"successive-halving": "halving"}.get(normalized, normalized)
+    if normalized not in PRUNERS:
+        c.error((*path, "prune"),
+                f"'prune' of {what} must be one of {', '.join(PRUNERS)}; got '{raw}'",
+                did_you_mean(normalized, PRUNERS))
+        return None
+    if normalized != "none" and not target_metric:
+        c.error((*path, "prune"),
+                f"{what} prunes trials ({normalized}) by its target metric, but has no "
+                "'optimization-target-metric'",
+                "name the metric its trials report, e.g. optimization-target-metric: val_loss")
+        return None
+    return normalized
 
 
 def _unknown_parameter(

@@ -32,6 +32,8 @@ ACTION_THEN = ("stop-pipeline", "error-pipeline", "noop", "require-approval")
 TASK_TYPES = ("grid_search", "random_search", "bayesian_tpe", "manual_search", "distributed")
 VARIANT_STYLES = ("single", "multiple", "linear", "logspace", "random")
 ON_CHILD_ERROR = ("continue-and-complete", "continue-and-error", "stop-all-and-error")
+#: How a task may stop trials that fall behind on its target metric (a cairn key, `prune`).
+PRUNERS = ("none", "median", "halving")
 
 _ALWAYS = {"always": True}
 
@@ -239,6 +241,7 @@ class Task(Serializable):
     on_child_error: str | None = None
     stop_condition: str | None = None
     reuse_children: bool = False
+    prune: str | None = None  # a cairn key: one of PRUNERS
 
 
 @dataclass(frozen=True)

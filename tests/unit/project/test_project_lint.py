@@ -335,6 +335,31 @@ def test_task_checks() -> None:
     assert "did you mean 'epochs'?" in [p.hint for p in errors]
 
 
+def test_task_prune_key() -> None:
+    text = STEP + textwrap.dedent(
+        """
+        - task:
+            name: sweep
+            step: train
+            optimization-target-metric: loss
+            prune: successive_halving
+            parameters:
+              - {name: epochs, style: multiple, rules: {items: [1, 2, 3]}}
+        """
+    )
+    assert parse_project(textwrap.dedent(text)).tasks["sweep"].prune == "halving"
+    problem = only(errors_of(text.replace("prune: successive_halving", "prune: medain")))
+    assert "'prune' of task 'sweep' must be one of none, median, halving; got 'medain'" \
+        in problem.message
+    assert problem.hint == "did you mean 'median'?"
+    lines = textwrap.dedent(text).lstrip("\n").splitlines()
+    assert problem.line == next(i for i, line in enumerate(lines, 1) if "prune:" in line)
+    untargeted = text.replace("    optimization-target-metric: loss\n", "")
+    problem = only(errors_of(untargeted))
+    assert "prunes trials (halving) by its target metric" in problem.message
+    assert "optimization-target-metric" in (problem.hint or "")
+
+
 def test_task_rules_for_style() -> None:
     text = STEP + (
         "- task:\n    name: t\n    step: train\n    parameters:\n"
