@@ -117,6 +117,7 @@ def test_a_grid_task_runs_every_combination_and_show_ranks_the_best_first(
     rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
     assert [r[1] for r in rows] == ["3", "4", "5", "6", "1", "2"]  # 0.9, 0.9, 0.5, 0.5, ...
     assert rows[0][0] == "1*"  # the winner is marked
+    assert cli("task", "show")[1] == out  # the latest task by default
 
     code, out, _ = cli("task", "show", "1", "--format", "json")
     shown = json.loads(out)
@@ -280,6 +281,11 @@ def test_a_sweep_whose_driver_is_killed_is_marked_crashed(sweeps: Path, cli) -> 
 
 
 # -- errors that must be clear ---------------------------------------------------------
+
+
+def test_show_without_tasks_says_how_to_start_one(sweeps: Path, cli) -> None:  # noqa: ANN001
+    code, _, err = cli("task", "show")
+    assert code == 1 and "no tasks yet" in err and "cairn task run" in err
 
 
 def test_an_empty_parameter_space_is_refused(sweeps: Path, cli) -> None:  # noqa: ANN001

@@ -210,13 +210,19 @@ def _now() -> Any:
 
 
 @task.command(short_help="Trials of a task, best first.")
-@click.argument("ref")
+@click.argument("ref", default="latest")
 @click.option("--format", "fmt", type=FORMATS, default="table")
 def show(ref: str, fmt: str) -> None:
-    """The trials of task REF (a number or id) best first: parameters, target metric,
-    status, and which trial won."""
+    """The trials of task REF (a number or id; default: the latest) best first:
+    parameters, target metric, status, and which trial won."""
     ctx = _ctx()
-    flow = ctx.store.get_flow(ctx.project_id, "task", ref)
+    if ref == "latest":
+        flows = ctx.store.list_flows(ctx.project_id, "task", limit=1)
+        if not flows:
+            raise click.ClickException("no tasks yet: start one with `cairn task run TASK_OR_STEP`")
+        flow = flows[0]
+    else:
+        flow = ctx.store.get_flow(ctx.project_id, "task", ref)
     if fmt == "json":
         click.echo(json.dumps(_as_json(ctx, flow), indent=2, default=str))
     else:
