@@ -250,7 +250,8 @@ class LocalBlobStore(BlobStore):
         A hash cache that recorded the token along with digests it saw stored may take
         those digests as still stored while the token is unchanged, instead of asking the
         store file by file. Blobs deleted by hand, not through :meth:`delete`, are not
-        noticed (``cairn store verify`` finds a tree whose blobs are missing).
+        noticed: a version made then names a blob the store lacks, which checking it out
+        reports (naming the file), and the next removal through cairn resets the trust.
         """
         self._ensure()
         marker = self.root / _REMOVALS

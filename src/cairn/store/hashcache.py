@@ -129,8 +129,8 @@ def _read(file: Path, root: str, marks: list[str] | None = None
         return
     with fh:
         head = fh.readline().decode("utf-8", "surrogateescape")
-        mark, _, rest = head.removeprefix(_MAGIC).partition(" ")
-        if not head.startswith(_MAGIC) or rest != f"{_escape(root)}\n":
+        mark, _, named = head.removeprefix(_MAGIC).partition(" ")
+        if not head.startswith(_MAGIC) or named != f"{_escape(root)}\n":
             return  # another format or (by a 128-bit chance) another folder: start afresh
         if marks is not None:
             marks.append(mark)
