@@ -116,14 +116,19 @@ for f in sorted(src.rglob("*")):
 """
 
 
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """A new folder ``root`` holding ``files`` (relative path → text); returns it."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    (root / "cairn.yaml").write_text(PROJECT_YAML)
-    (root / "hello.py").write_text(HELLO)
-    (root / "sleeper.py").write_text(SLEEPER)
-    (root / "copy_inputs.py").write_text(COPY)
+    root = write_files(tmp_path / "proj", {
+        "cairn.yaml": PROJECT_YAML, "hello.py": HELLO, "sleeper.py": SLEEPER,
+        "copy_inputs.py": COPY})
     monkeypatch.chdir(root)
     return root
 

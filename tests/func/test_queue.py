@@ -17,7 +17,7 @@ import pytest
 from cairn.entities import Status
 from cairn.orchestration.context import Context
 
-from .conftest import cairn_proc, pid_alive, wait_for
+from .conftest import cairn_proc, pid_alive, wait_for, write_files
 
 MARK = """\
 import os, sys, time
@@ -61,13 +61,8 @@ CLI = Callable[..., tuple[int, str, str]]
 
 
 def make_project(root: Path, config: str = "") -> Path:
-    root.mkdir(parents=True)
-    (root / "cairn.yaml").write_text(YAML)
-    (root / "mark.py").write_text(MARK)
-    if config:
-        (root / ".cairn").mkdir()
-        (root / ".cairn" / "config.toml").write_text(config)
-    return root
+    return write_files(root, {"cairn.yaml": YAML, "mark.py": MARK,
+                              **({".cairn/config.toml": config} if config else {})})
 
 
 def stop_scheduler(root: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from cairn.entities import Execution, Status
 from cairn.orchestration.context import Context
 
-from .conftest import pid_alive, wait_for
+from .conftest import pid_alive, wait_for, write_files
 from .test_queue import stop_scheduler
 
 TRAIN = """\
@@ -88,12 +88,8 @@ CLI = Callable[..., tuple[int, str, str]]
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "proj"
-    root.mkdir()
-    (root / "cairn.yaml").write_text(YAML)
-    (root / "train.py").write_text(TRAIN)
-    (root / "stubborn.py").write_text(STUBBORN)
-    (root / "live.py").write_text(LIVE)
+    root = write_files(tmp_path / "proj", {
+        "cairn.yaml": YAML, "train.py": TRAIN, "stubborn.py": STUBBORN, "live.py": LIVE})
     monkeypatch.chdir(root)
     yield root
     stop_scheduler(root)
