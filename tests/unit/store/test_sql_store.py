@@ -162,9 +162,53 @@ def test_database_with_foreign_tables_is_refused(tmp_path: Path) -> None:
         SqlMetadataStore(sqlite_url(path))
 
 
-def test_opening_an_existing_store_does_not_import_alembic(tmp_path: Path) -> None:
+def _sqlite_structure(path: Path) -> dict[str, object]:
+    """Every table of a SQLite database as SQLite itself reads it back: columns (type,
+    null, default, key), foreign keys, indexes with their columns, and WITHOUT ROWID."""
+    with sqlite3.connect(path) as conn:
+        tables = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall()
+        structure: dict[str, object] = {}
+        for name, sql in tables:
+            indexes = sorted(
+                (index[1], index[2], index[3], index[4],
+                 [col[2] for col in conn.execute(f"PRAGMA index_xinfo('{index[1]}')")])
+                for index in conn.execute(f"PRAGMA index_list('{name}')")
+            )
+            structure[name] = {
+                "columns": conn.execute(f"PRAGMA table_xinfo('{name}')").fetchall(),
+                "foreign keys": conn.execute(f"PRAGMA foreign_key_list('{name}')").fetchall(),
+                "indexes": indexes,
+                "without rowid": "WITHOUT ROWID" in sql.upper(),
+            }
+    return structure
+
+
+def test_a_new_sqlite_database_equals_a_migrated_one(tmp_path: Path) -> None:
+    """New SQLite databases are created from the models, not by the migrations: both
+    routes must give the same tables, columns, keys and indexes, and the same version."""
+    schema.upgrade(sqlite_url(tmp_path / "created.db"))
+    schema.upgrade(sqlite_url(tmp_path / "migrated.db"), replay=True)
+    created = _sqlite_structure(tmp_path / "created.db")
+    migrated = _sqlite_structure(tmp_path / "migrated.db")
+    assert set(created) == set(migrated)
+    assert {"alembic_version", "metric_points"} <= set(created)
+    for table in created:
+        assert created[table] == migrated[table], table
+    for name in ("created.db", "migrated.db"):
+        engine = create_store_engine(sqlite_url(tmp_path / name))
+        try:
+            assert schema.current_revision(engine) == schema.HEAD_REVISION
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])
+def test_opening_a_sqlite_store_does_not_import_alembic(tmp_path: Path, existing: bool) -> None:
     url = sqlite_url(tmp_path / "cairn.db")
-    SqlMetadataStore(url).close()
+    if existing:
+        SqlMetadataStore(url).close()
     code = (
         "import sys\n"
         "from cairn.store.sql.store import SqlMetadataStore\n"

@@ -1,8 +1,9 @@
 """SQLAlchemy tables of the metadata store.
 
 Only generic column types are used, so the same models serve SQLite and PostgreSQL. The
-schema is created by the Alembic migrations in ``migrations/versions`` (never by
-``metadata.create_all``); a test checks that the migrated schema matches these models.
+schema is owned by the Alembic migrations in ``migrations/versions``; a test checks that
+the migrated schema matches these models. A new SQLite database is created from these
+models directly (``schema.upgrade``), and a test checks that it equals a migrated one.
 
 Rows never leave :mod:`cairn.store.sql`: ``store.py`` converts them to entities.
 

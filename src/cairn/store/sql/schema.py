@@ -5,7 +5,11 @@ checks the version with a plain ``SELECT`` on ``alembic_version`` (importing Ale
 costs startup time every ``cairn run`` would pay); Alembic is imported only to create or
 upgrade a database.
 
-- an empty database is migrated to :data:`HEAD_REVISION` when the store opens;
+- an empty database is brought to :data:`HEAD_REVISION` when the store opens. A new
+  SQLite database (the embedded default, made by the first command of every new project)
+  is created from the models and stamped, without importing Alembic, which with its
+  template engine costs about half a second; a test checks that this gives the same
+  schema as running every migration. PostgreSQL databases always run the migrations;
 - a database at an older known revision is refused, naming ``cairn db upgrade``;
 - a database at a revision this cairn does not know was written by a newer cairn.
 """
@@ -22,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cairn.errors import SchemaError
 from cairn.store.sql.engine import create_store_engine, display_url, write_options
-from cairn.store.sql.orm import CAIRN_TABLES
+from cairn.store.sql.orm import CAIRN_TABLES, metadata
 from cairn.store.sql.translate import translate_error
 
 if TYPE_CHECKING:
@@ -107,6 +111,21 @@ def _refuse(conn: Connection, revision: str | None, where: str) -> NoReturn:
     )
 
 
+def _create_from_models(conn: Connection) -> None:
+    """Create every table and index of the models and record :data:`HEAD_REVISION`, as
+    Alembic's own version table would hold it."""
+    metadata.create_all(conn)
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    conn.execute(
+        text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD_REVISION}
+    )
+
+
 def alembic_config(url: str | URL) -> Config:
     """An Alembic configuration for the migrations shipped in this package (no ini file)."""
     from alembic.config import Config
@@ -120,22 +139,28 @@ def alembic_config(url: str | URL) -> Config:
     return config
 
 
-def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = None) -> None:
+def upgrade(
+    url: str | URL,
+    revision: str = "head",
+    *,
+    engine: Engine | None = None,
+    replay: bool = False,
+) -> None:
     """Migrate the database at ``url`` to ``revision`` (default: the newest).
+
+    A new SQLite database going to the newest revision is created from the models unless
+    ``replay`` asks for every migration to run.
 
     Concurrent callers are serialized (SQLite: the write lock; PostgreSQL: an advisory
     lock) and the version is read inside the lock, so two processes opening a brand-new
     database never both create the tables. ``engine`` reuses an open engine for ``url``
     (needed for in-memory SQLite, where a second engine would see another database).
     """
-    from alembic import command
-
     own_engine = engine is None
     if engine is None:
         engine = create_store_engine(url)
     where = display_url(engine.url)
     try:
-        config = alembic_config(engine.url)
         with engine.connect().execution_options(**write_options()) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(
@@ -144,8 +169,15 @@ def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = N
             found = _read_revision(conn)
             if found not in KNOWN_REVISIONS and not (found is None and _is_empty(conn)):
                 _refuse(conn, found, where)  # a newer cairn's schema, or foreign tables
-            if found != HEAD_REVISION or revision not in ("head", HEAD_REVISION):
+            to_head = revision in ("head", HEAD_REVISION)
+            if found is None and to_head and conn.dialect.name == "sqlite" and not replay:
+                log.info("creating the cairn schema %s at %s", HEAD_REVISION, where)
+                _create_from_models(conn)
+            elif found != HEAD_REVISION or not to_head:
+                from alembic import command
+
                 log.info("migrating the cairn schema at %s from %s to %s", where, found, revision)
+                config = alembic_config(engine.url)
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
     except SQLAlchemyError as exc:
