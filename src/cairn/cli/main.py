@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -161,4 +163,28 @@ def _exit_code(exc: CairnError) -> int:
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    _exit(main())
+
+
+def _exit(code: int) -> NoReturn:
+    """End the process with ``code`` without tearing the interpreter down.
+
+    Once a command is done, freeing every module and object it loaded (SQLAlchemy's alone
+    are tens of thousands) takes 80-130 ms here: a fifth of a quick command, spent on
+    memory the kernel reclaims anyway. So the exit handlers run, standard output and
+    error are flushed, and the process ends. Should a thread other than daemons still
+    run, the interpreter's own exit waits for it as usual.
+    """
+    import atexit
+    import threading
+
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging's flush, temporary folders, child processes
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            pass
+    os._exit(code)
