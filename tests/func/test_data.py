@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cairn.client import Client
+from tests.func.conftest import pid_alive, wait_for
 
 DATA_YAML = """
 - step:
@@ -154,6 +159,60 @@ def test_dataset_add_ls_show_diff_checkout(data_project: Path, cli, tmp_path: Pa
     dest3 = tmp_path / "co3"
     cli("dataset", "checkout", "pets/v1", str(dest3))
     assert (dest3 / "train" / "dog" / "1.txt").read_text() == "d1"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_an_interrupted_dataset_add_leaves_nothing_behind(data_project: Path, cli,  # noqa: ANN001
+                                                          tmp_path: Path) -> None:
+    """Ctrl-C while the files are hashed (by a forked worker, while the command opens the
+    database): both processes stop, no version is recorded, no temp file is left."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with open(folder / "holes.bin", "wb") as f:
+        f.truncate(16 << 30)  # 16 GiB of holes: seconds to hash, no disk space
+    an_hour_ago = time.time() - 3600  # old enough to be linked
+    os.utime(folder / "holes.bin", (an_hour_ago, an_hour_ago))
+    proc = subprocess.Popen([sys.executable, "-m", "cairn", "dataset", "add", "big",
+                             str(folder), "--link"], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(lambda: bool(_children(proc.pid)), what="the hashing worker")
+    worker = _children(proc.pid)[0]
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "aborted" in err and "Traceback" not in err
+    assert not pid_alive(worker)
+    code, out, _ = cli("dataset", "ls", "--format", "json")
+    assert code == 0 and json.loads(out) == []
+    staging = data_project / ".cairn" / "store" / "tmp"
+    assert not staging.exists() or list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked worker", "one process"])
+def test_dataset_add_with_and_without_a_worker_process(
+        data_project: Path, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+        fork: bool) -> None:
+    from cairn.orchestration import overlap
+
+    monkeypatch.setattr(overlap, "can_fork", lambda: fork)
+    folder = make_folder(tmp_path / "imgs", {"a/1.txt": "one", "b/2.txt": "two"})
+    code, _, err = cli("dataset", "add", "pets", str(folder), "--version", "first")
+    assert code == 0, err
+    assert "dataset://pets/first: 2 files" in err
+    code, _, err = cli("dataset", "add", "pets", str(folder), "--version", "first")
+    assert code == 1 and "already exists" in err
+    (folder / "a" / "1.txt").write_text("changed")
+    code, _, err = cli("dataset", "add", "pets", str(folder))
+    assert code == 0 and "dataset://pets/v1: 2 files" in err
+    code, out, _ = cli("dataset", "show", "pets/v1")
+    assert "~1 modified, 1 unchanged" in out and "first" in out
 
 
 @pytest.mark.parametrize("args,needle", [

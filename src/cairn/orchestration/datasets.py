@@ -15,6 +15,7 @@ from cairn.entities import DatasetVersion
 if TYPE_CHECKING:
     from cairn.orchestration.context import Context
     from cairn.store.base import MetadataStore
+    from cairn.store.cas import TreeInfo
 
 Progress = Callable[[int, int | None, int, int | None], None]
 
@@ -25,15 +26,23 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
     ``link`` hardlinks the files into the store instead of copying them, making the
     originals read-only (see :func:`cairn.store.folders.version_folder`).
     """
-    from cairn.store.folders import version_folder
-    from cairn.store.hashcache import HashCache
+    from cairn.orchestration import overlap
 
-    store = ctx.store
-    _check_name_early(store, ctx.project_id, name, version)
+    if "store" in ctx.__dict__ or not overlap.can_fork():
+        store = ctx.store
+        _check_name_early(store, ctx.project_id, name, version)
+        info = _version(ctx, folder, progress, link)
+    else:
+        # Hash and store the files in a child while this process imports the database
+        # layer and opens the store: on two cores the import costs no time at all.
+        with overlap.start(lambda check: _version(ctx, folder, _checked(progress, check),
+                                                  link)) as job:
+            store = ctx.store
+            _check_name_early(store, ctx.project_id, name, version)  # cancels the child
+            info = job.result()
+        if progress is not None:  # the child drew the bar: draw its last state here too
+            progress(info.file_count, info.file_count, info.size, info.size)
     version = version or store.next_version_name(ctx.project_id, name)
-    with HashCache(ctx.settings.cache_dir / "hashes") as cache:
-        info = version_folder(folder, ctx.content, progress=progress, hash_cache=cache,
-                              link=link)
     latest = _latest(store, ctx.project_id, name)
     return store.create_dataset_version(
         ctx.project_id, name, version, tree_digest=info.tree_digest,
@@ -41,6 +50,24 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
         from_version=latest.version if latest else None,
         metadata={"folder": str(folder.resolve()), **({"linked": True} if link else {})},
     )
+
+
+def _version(ctx: Context, folder: Path, progress: Progress | None, link: bool) -> TreeInfo:
+    from cairn.store.folders import version_folder
+    from cairn.store.hashcache import HashCache
+
+    with HashCache(ctx.settings.cache_dir / "hashes") as cache:
+        return version_folder(folder, ctx.content, progress=progress, hash_cache=cache,
+                              link=link)
+
+
+def _checked(progress: Progress | None, check: Callable[[], None]) -> Progress:
+    """``progress`` that first runs ``check`` (which stops an orphaned child)."""
+    def report(files: int, files_total: int | None, done: int, total: int | None) -> None:
+        check()
+        if progress is not None:
+            progress(files, files_total, done, total)
+    return report
 
 
 def _check_name_early(store: MetadataStore, project_id: str, name: str,

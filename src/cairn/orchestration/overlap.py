@@ -1,0 +1,145 @@
+"""Run one call in a forked child while this process does other work.
+
+A command that opens the metadata store first spends a quarter of a second importing
+SQLAlchemy, on one core, while the machine's other cores idle. Work that needs no
+database (hashing and storing a folder's files) can run in a forked child meanwhile:
+:func:`start` forks, the child runs the call and sends back its result or its exception,
+and :meth:`Forked.result` waits for it.
+
+Only a process with one thread may fork (a lock held by another thread would stay held
+in the child forever): :func:`can_fork` says whether this one may.
+
+Signals: Ctrl-C reaches both processes (they share the terminal's process group); the
+child stops its call, cleaning up as the call does on ``KeyboardInterrupt`` (further
+interrupts are ignored meanwhile), and the parent waits for it before going on. A child whose parent died (``kill -9``) interrupts
+its call itself at its next :meth:`Forked.check` (the progress callback calls it).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def can_fork() -> bool:
+    """Whether this process may fork a child that runs Python: POSIX, one thread."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class ChildLost(RuntimeError):
+    """The child died without sending a result (killed, or out of memory)."""
+
+
+class Forked(Generic[T]):
+    """A call running in a forked child; see :func:`start`."""
+
+    def __init__(self, pid: int, reader: int) -> None:
+        self.pid = pid
+        self._reader = reader
+        self._done = False
+
+    def result(self) -> T:
+        """Wait for the child: its call's return value, or its exception raised here."""
+        chunks = []
+        try:
+            while chunk := os.read(self._reader, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            self._reap()
+        if not chunks:
+            raise ChildLost(f"the worker process {self.pid} ended without a result "
+                            f"({self._how})")
+        ok, value = pickle.loads(b"".join(chunks))
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def cancel(self) -> None:
+        """Interrupt the child's call (as Ctrl-C would) and wait for it to clean up."""
+        if not self._done:
+            try:
+                os.kill(self.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+    def _reap(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        os.close(self._reader)
+        while True:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except KeyboardInterrupt:  # Ctrl-C again while the child cleans up: wait on
+                continue
+        code = os.waitstatus_to_exitcode(status)
+        self._how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+    def __enter__(self) -> Forked[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def start(call: Callable[[Callable[[], None]], T]) -> Forked[T]:
+    """Fork a child that runs ``call(check)`` and sends back what it returns or raises.
+
+    ``check`` raises ``KeyboardInterrupt`` in the child once its parent is gone: the call
+    should run it now and then (a progress callback is the natural place). Use the
+    result as a context manager: leaving it cancels a child whose result was not read.
+    """
+    reader, writer = os.pipe()
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.close(writer)
+        return Forked(pid, reader)
+    # -- the child: never returns --------------------------------------------------------
+    code = 0
+    try:
+        os.close(reader)
+        # Ctrl-C reaches this child, and the parent then cancels it too: the second
+        # interrupt must not cut short the cleanup that the first one started.
+        signal.signal(signal.SIGINT, _interrupt_once)
+
+        def check() -> None:
+            if os.getppid() != parent:
+                raise KeyboardInterrupt("the parent process is gone")
+
+        try:
+            message: tuple[bool, Any] = (True, call(check))
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the parent
+            message = (False, exc)
+        try:
+            data = pickle.dumps(message)
+        except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
+            data = pickle.dumps((False, RuntimeError(f"{type(message[1]).__name__}: "
+                                                     f"{message[1]} ({exc})")))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(writer, view):]
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - the parent reports a child without a result
+        code = 1
+    finally:
+        os._exit(code)
