@@ -25,6 +25,7 @@ class ProgressBar:
         self._last_line = ""
         self.files = 0
         self.bytes = 0
+        self._closed = False
 
     def __call__(self, files_done: int, files_total: int | None, bytes_done: int,
                  bytes_total: int | None) -> None:
@@ -66,6 +67,7 @@ class ProgressBar:
 
     def close(self, summary: str | None = None) -> None:
         """End the bar: one final line (the summary, or the totals)."""
+        self._closed = True
         elapsed = time.monotonic() - self.started
         text = summary or (f"{self.label}  {self.files:,} files  {format_size(self.bytes)}  "
                            f"in {_fmt(elapsed)}")
@@ -80,7 +82,7 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.tty and self._last_line:
+        if self.tty and self._last_line and not self._closed:  # cut short: end its line
             self.stream.write("\n")
 
 
