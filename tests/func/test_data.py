@@ -195,13 +195,17 @@ def test_an_interrupted_dataset_add_leaves_nothing_behind(data_project: Path, cl
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
-@pytest.mark.parametrize("fork", [True, False], ids=["forked worker", "one process"])
+@pytest.mark.parametrize("mode", ["forked worker", "one process", "fork refused"])
 def test_dataset_add_with_and_without_a_worker_process(
         data_project: Path, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
-        fork: bool) -> None:
+        mode: str) -> None:
     from cairn.orchestration import overlap
 
-    monkeypatch.setattr(overlap, "can_fork", lambda: fork)
+    monkeypatch.setattr(overlap, "can_fork", lambda: mode != "one process")
+    if mode == "fork refused":
+        def refuse() -> int:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        monkeypatch.setattr(os, "fork", refuse)
     folder = make_folder(tmp_path / "imgs", {"a/1.txt": "one", "b/2.txt": "two"})
     code, _, err = cli("dataset", "add", "pets", str(folder), "--version", "first")
     assert code == 0, err

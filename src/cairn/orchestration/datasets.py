@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int | None, int, int | None], None]
 
+
 def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = None,
                progress: Progress | None = None, link: bool = False) -> DatasetVersion:
     """Version a folder as ``dataset://name/version`` (next vN when not named).
@@ -28,15 +29,21 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
     """
     from cairn.orchestration import overlap
 
-    if "store" in ctx.__dict__ or not overlap.can_fork():
+    job = None
+    if "store" not in ctx.__dict__ and overlap.can_fork():
+        # Hash and store the files in a child while this process imports the database
+        # layer and opens the store: on two cores the import costs no time at all.
+        try:
+            job = overlap.start(lambda check: _version(ctx, folder, _checked(progress, check),
+                                                       link))
+        except OSError:  # no process to spare (fork refused): do it all here
+            job = None
+    if job is None:
         store = ctx.store
         _check_name_early(store, ctx.project_id, name, version)
         info = _version(ctx, folder, progress, link)
     else:
-        # Hash and store the files in a child while this process imports the database
-        # layer and opens the store: on two cores the import costs no time at all.
-        with overlap.start(lambda check: _version(ctx, folder, _checked(progress, check),
-                                                  link)) as job:
+        with job:
             store = ctx.store
             _check_name_early(store, ctx.project_id, name, version)  # cancels the child
             info = job.result()

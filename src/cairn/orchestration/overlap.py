@@ -11,8 +11,9 @@ in the child forever): :func:`can_fork` says whether this one may.
 
 Signals: Ctrl-C reaches both processes (they share the terminal's process group); the
 child stops its call, cleaning up as the call does on ``KeyboardInterrupt`` (further
-interrupts are ignored meanwhile), and the parent waits for it before going on. A child whose parent died (``kill -9``) interrupts
-its call itself at its next :meth:`Forked.check` (the progress callback calls it).
+interrupts are ignored meanwhile), and the parent waits for it before going on. A child
+whose parent died (``kill -9``) interrupts its call itself at the call's next ``check()``
+(see :func:`start`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def _interrupt_once(signum: int, frame: object) -> None:
 def start(call: Callable[[Callable[[], None]], T]) -> Forked[T]:
     """Fork a child that runs ``call(check)`` and sends back what it returns or raises.
 
+    Raises ``OSError`` (and leaks nothing) when the system refuses the fork.
+
     ``check`` raises ``KeyboardInterrupt`` in the child once its parent is gone: the call
     should run it now and then (a progress callback is the natural place). Use the
     result as a context manager: leaving it cancels a child whose result was not read.
@@ -109,7 +112,12 @@ def start(call: Callable[[Callable[[], None]], T]) -> Forked[T]:
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(reader)
+        os.close(writer)
+        raise
     if pid:
         os.close(writer)
         return Forked(pid, reader)
