@@ -6,8 +6,8 @@ database (hashing and storing a folder's files) can run in a forked child meanwh
 :func:`start` forks, the child runs the call and sends back its result or its exception,
 and :meth:`Forked.result` waits for it.
 
-Only a process with one thread may fork (a lock held by another thread would stay held
-in the child forever): :func:`can_fork` says whether this one may.
+Only a process with one thread may fork: :func:`cairn.forking.can_fork` says whether
+this one may.
 
 Signals: Ctrl-C reaches both processes (they share the terminal's process group); the
 child stops its call, cleaning up as the call does on ``KeyboardInterrupt`` (further
@@ -22,19 +22,21 @@ import os
 import pickle
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from cairn.errors import CairnError
+from cairn.forking import can_fork
+
+__all__ = ["ChildLost", "Forked", "can_fork", "start"]
+
 T = TypeVar("T")
 
-
-def can_fork() -> bool:
-    """Whether this process may fork a child that runs Python: POSIX, one thread."""
-    return hasattr(os, "fork") and threading.active_count() == 1
+_LOST_HINT = ("run the command again; if it happens again, look for an out-of-memory kill "
+              "in the system log (dmesg)")
 
 
-class ChildLost(RuntimeError):
+class ChildLost(CairnError):
     """The child died without sending a result (killed, or out of memory)."""
 
 
@@ -56,7 +58,7 @@ class Forked(Generic[T]):
             self._reap()
         if not chunks:
             raise ChildLost(f"the worker process {self.pid} ended without a result "
-                            f"({self._how})")
+                            f"({self._how})", _LOST_HINT)
         ok, value = pickle.loads(b"".join(chunks))
         if ok:
             return value  # type: ignore[no-any-return]

@@ -15,6 +15,16 @@ Versioning (:func:`version_folder`)
     are copied first and the copy is hashed), so a file changing under the walk can never
     give a blob that does not match its name.
 
+    On a local store, a walk past its first batch of files forks helper processes (one
+    fewer than the CPUs): from then on each batch of files to hash goes whole to an idle
+    helper, else the walking thread does it as before. Threads would not help here: small
+    files cost a few system calls each, and threads spend more time handing the GIL to
+    each other than they gain. Helpers stage blobs under names of their own in the same
+    temp folder and send back what they did; the walking process names the blobs, in one
+    place, as before. An error in a helper fails the walk as one in the walker does, and
+    the helpers are stopped before the temp folder is removed. A process that runs other
+    threads never forks (see :mod:`cairn.forking`).
+
     Symlinks are **skipped**, as are sockets, FIFOs and devices: following them could
     leave the folder or loop, and a dataset is its regular files. They are listed in
     ``TreeInfo.skipped`` and logged. Empty folders are not recorded (a tree lists files).
@@ -70,7 +80,8 @@ from pathlib import Path
 from blake3 import blake3
 
 from cairn.entities import Digest, FileEntry
-from cairn.errors import InputError, NotFoundError, StoreNotWritableError
+from cairn.errors import InputError, NotFoundError, StoreError, StoreNotWritableError
+from cairn.forking import can_fork
 from cairn.store._fileops import (
     _O_NEW,
     Progress,
@@ -220,6 +231,7 @@ class _LocalStager(_Stager):
         self._listed: dict[str, set[str] | None] = {}
         self._staged: dict[Digest, str] = {}  # staged, not yet renamed into place
         self._names = itertools.count()
+        self._name_prefix = ""  # a helper process's own (see _Helpers)
         self._staging_shards: set[str] = set()
         self._pending: list[tuple[str, Digest]] = []
         self._pending_bytes = 0
@@ -271,6 +283,13 @@ class _LocalStager(_Stager):
             self._staging_shards.add(shard)
         try:
             fd = os.open(tmp, _O_NEW, 0o444)
+        except FileExistsError:  # another process of this walk (a helper) staged it
+            self._staged.pop(digest, None)
+            return None
+        except BaseException:
+            self._staged.pop(digest, None)
+            raise
+        try:
             try:
                 _write_all(fd, data)
             finally:
@@ -282,7 +301,8 @@ class _LocalStager(_Stager):
         return tmp
 
     def stage_file(self, path: str) -> tuple[Digest, int, str | None]:
-        tmp = f"{self.run_dir}/{next(self._names):x}"
+        # Named apart from the one-letter shard folders of stage_bytes.
+        tmp = f"{self.run_dir}/{self._name_prefix}file-{next(self._names):x}"
         try:
             src = _open_source(path)
         except OSError as exc:
@@ -656,12 +676,208 @@ def _hash_and_stage(batch: list[_Result | _ToHash], stager: _Stager,
     return out
 
 
-def _ready(item: Future[list[_Result]] | list[_Result]) -> bool:
-    return not isinstance(item, Future) or item.done()
+_Pending = "Future[list[_Result]] | _HelperTask | list[_Result]"
 
 
-def _result(item: Future[list[_Result]] | list[_Result]) -> list[_Result]:
-    return item.result() if isinstance(item, Future) else item
+def _ready(item: _Pending) -> bool:
+    return type(item) is list or item.done()  # type: ignore[union-attr]
+
+
+def _result(item: _Pending) -> list[_Result]:
+    return item if type(item) is list else item.result()  # type: ignore[return-value,union-attr]
+
+
+def _dispatch(batch: list[_Result | _ToHash], to_hash: int, helper: _Helper | None,
+              pool: ThreadPoolExecutor, stager: _Stager, linker: _Linker | None) -> _Pending:
+    """Hand a finished batch on: to its helper process or a worker thread when it has
+    files to hash, else it is done already."""
+    if not to_hash:
+        return batch
+    if helper is not None:
+        return helper.send(batch)
+    return pool.submit(_hash_and_stage, batch, stager, linker)
+
+
+# -- helper processes ----------------------------------------------------------------------
+_HELPERS_MAX = 7
+"""At most this many helper processes (one fewer than the CPUs) share a walk's files."""
+
+
+def _helpers_wanted() -> int:
+    """How many helper processes a walk may fork here: one fewer than the CPUs it may
+    use, and none where this process may not fork (see :mod:`cairn.forking`)."""
+    if not can_fork():
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return max(0, min(cpus - 1, _HELPERS_MAX))
+
+
+class _HelperTask:
+    """A batch handed to a helper process; its result is read back in walk order."""
+
+    __slots__ = ("helper",)
+
+    def __init__(self, helper: _Helper) -> None:
+        self.helper = helper
+
+    def done(self) -> bool:
+        import select
+
+        return bool(select.select([self.helper.results], [], [], 0)[0])
+
+    def result(self) -> list[_Result]:
+        return self.helper.receive()
+
+
+class _Helper:
+    """One forked process that runs :func:`_hash_and_stage` on the batches it is sent.
+
+    It shares the stager's store and staging folder (files it stages are named apart
+    from the parent's) and hands back the results; the parent readies the staged blobs.
+    At most one batch is outstanding per helper, so neither side can block the other on
+    a full pipe.
+    """
+
+    def __init__(self, pid: int, requests: int, results: int) -> None:
+        self.pid = pid
+        self.requests = requests
+        self.results = results
+        self.busy = False
+
+    def send(self, batch: list[_Result | _ToHash]) -> _HelperTask:
+        import pickle
+
+        data = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+        _write_all(self.requests, len(data).to_bytes(8, "little") + data)
+        self.busy = True
+        return _HelperTask(self)
+
+    def receive(self) -> list[_Result]:
+        import pickle
+
+        header = _read_exactly(self.results, 8)
+        if len(header) < 8:
+            raise StoreError(
+                f"a helper process ({self.pid}) versioning the folder ended without its "
+                "results (killed, or out of memory)",
+                "run it again; if it happens again, look for an out-of-memory kill in the "
+                "system log (dmesg)")
+        ok, value = pickle.loads(_read_exactly(self.results, int.from_bytes(header, "little")))
+        self.busy = False
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+
+class _Helpers:
+    """The helper processes of one walk (see :class:`_Helper`)."""
+
+    def __init__(self, count: int, stager: _LocalStager, linker: _Linker | None) -> None:
+        self.helpers: list[_Helper] = []
+        ours: list[int] = []  # the parent's ends, closed in every later child
+        try:
+            for index in range(count):
+                req_r, req_w = os.pipe()
+                res_r, res_w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    for fd in (*ours, req_w, res_r):
+                        os.close(fd)
+                    _helper_main(index, req_r, res_w, stager, linker)
+                os.close(req_r)
+                os.close(res_w)
+                ours += (req_w, res_r)
+                self.helpers.append(_Helper(pid, req_w, res_r))
+        except BaseException:
+            self.stop()
+            raise
+
+    def idle(self) -> _Helper | None:
+        for helper in self.helpers:
+            if not helper.busy:
+                return helper
+        return None
+
+    def close(self) -> None:
+        """End the helpers once their work is done (they exit on end of input)."""
+        for helper in self.helpers:
+            os.close(helper.requests)
+        for helper in self.helpers:
+            _wait(helper.pid)
+            os.close(helper.results)
+        self.helpers = []
+
+    def stop(self) -> None:
+        """Kill the helpers now (the walk failed) and wait for them, so that nothing
+        writes into the staging folder once it is removed."""
+        import signal
+
+        for helper in self.helpers:
+            try:
+                os.kill(helper.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for helper in self.helpers:
+            _wait(helper.pid)
+            os.close(helper.requests)
+            os.close(helper.results)
+        self.helpers = []
+
+
+def _wait(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            return
+        except (InterruptedError, KeyboardInterrupt):
+            continue
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    parts = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _helper_main(index: int, requests: int, results: int, stager: _LocalStager,
+                 linker: _Linker | None) -> None:
+    """A helper process's life: batches in, results out, until the input ends."""
+    import pickle
+
+    code = 0
+    try:
+        stager._name_prefix = f"h{index}-"
+        while True:
+            header = _read_exactly(requests, 8)
+            if len(header) < 8:
+                break
+            batch = pickle.loads(_read_exactly(requests, int.from_bytes(header, "little")))
+            try:
+                out: tuple[bool, object] = (True, _hash_and_stage(batch, stager, linker))
+            except Exception as exc:  # noqa: BLE001 - the parent raises it
+                out = (False, exc)
+            try:
+                data = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - an error that does not pickle
+                data = pickle.dumps((False, RuntimeError(f"{out[1]!r} ({exc})")))
+            _write_all(results, len(data).to_bytes(8, "little") + data)
+            if not out[0]:
+                break
+            # The walker names what this batch staged: forget the claims, so memory stays
+            # flat (a digest staged again later is only renamed over its twin).
+            stager._staged.clear()
+    except BaseException:  # noqa: BLE001 - Ctrl-C, or the parent gone: it reports the walk
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def version_folder(
@@ -704,6 +920,7 @@ def version_folder(
     tree = None
     skipped: list[tuple[str, str]] = []
     pool = ThreadPoolExecutor(workers or _default_workers(), thread_name_prefix="cairn-add")
+    helpers: _Helpers | None = None
     throttle = _Throttle(progress)
     files = done = 0
     ok = False
@@ -761,6 +978,11 @@ def version_folder(
                 if _preadv is not None and _RWF_NOWAIT and type(stager) is _LocalStager
                 else None)
         here = view is not None  # files of this batch may still be done here
+        # Helper processes share the hashing and storing of a big walk on a local store
+        # (threads would spend more time handing the GIL to each other than they gain).
+        share = workers is None and type(stager) is _LocalStager
+        helpers_tried = False
+        helper: _Helper | None = None
         small = SMALL_FILE
         stage_bytes = stager.stage_bytes
         for rel, path in _walk(root, skipped, skip):
@@ -806,17 +1028,26 @@ def version_folder(
                     to_hash += 1
                     large = large or size > small
             if len(batch) >= _BATCH or large:  # a large file ends its batch: each has a worker
-                in_flight.append(pool.submit(_hash_and_stage, batch, stager, linker)
-                                 if to_hash else batch)
+                if helpers is None and not helpers_tried:
+                    # Past the first batch, a walk worth sharing: fork the helpers now,
+                    # before any thread of this walk has started.
+                    helpers_tried = True
+                    wanted = _helpers_wanted() if share else 0
+                    helpers = _Helpers(wanted, stager, linker) if wanted else None
+                in_flight.append(_dispatch(batch, to_hash, helper, pool, stager, linker))
                 batch, to_hash, large = [], 0, False
-                here = view is not None
                 while len(in_flight) > limit or (in_flight and _ready(in_flight[0])):
                     drain(_result(in_flight.popleft()))
+                # The next batch goes whole to an idle helper, if there is one; else this
+                # thread does it as it walks (the helper is then busy with the last one).
+                helper = helpers.idle() if helpers is not None else None
+                here = view is not None and helper is None
         if batch:
-            in_flight.append(pool.submit(_hash_and_stage, batch, stager, linker)
-                             if to_hash else batch)
+            in_flight.append(_dispatch(batch, to_hash, helper, pool, stager, linker))
         while in_flight:
             drain(_result(in_flight.popleft()))
+        if helpers is not None:
+            helpers.close()
         pool.shutdown(wait=True)
         stager.finish()
         digest = tree.commit()  # last: a tree is only ever stored after all its blobs
@@ -825,6 +1056,8 @@ def version_folder(
         raise _store_error(exc, f"the blob store ({exc.filename or blobs.url})") from exc
     finally:
         if not ok:
+            if helpers is not None:
+                helpers.stop()
             pool.shutdown(wait=True, cancel_futures=True)
             stager.abort()
             if tree is not None:
