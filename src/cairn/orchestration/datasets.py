@@ -32,7 +32,7 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
     job = None
     if "store" not in ctx.__dict__ and overlap.can_fork():
         # Hash and store the files in a child while this process imports the database
-        # layer and opens the store: on two cores the import costs no time at all.
+        # layer and opens the store, on another core.
         try:
             job = overlap.start(lambda check: _version(ctx, folder, _checked(progress, check),
                                                        link))

@@ -19,21 +19,18 @@ whose parent died (``kill -9``) interrupts its call itself at the call's next ``
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from cairn import forking
 from cairn.errors import CairnError
 from cairn.forking import can_fork
 
 __all__ = ["ChildLost", "Forked", "can_fork", "start"]
 
 T = TypeVar("T")
-
-_LOST_HINT = ("run the command again; if it happens again, look for an out-of-memory kill "
-              "in the system log (dmesg)")
 
 
 class ChildLost(CairnError):
@@ -47,22 +44,24 @@ class Forked(Generic[T]):
         self.pid = pid
         self._reader = reader
         self._done = False
+        self._code: int | None = None
 
     def result(self) -> T:
         """Wait for the child: its call's return value, or its exception raised here."""
-        chunks = []
         try:
-            while chunk := os.read(self._reader, 1 << 16):
-                chunks.append(chunk)
+            message = forking.receive(self._reader)
         finally:
             self._reap()
-        if not chunks:
-            raise ChildLost(f"the worker process {self.pid} ended without a result "
-                            f"({self._how})", _LOST_HINT)
-        ok, value = pickle.loads(b"".join(chunks))
+        if message is None:
+            code = self._code
+            how = f"killed by signal {-code}" if code is not None and code < 0 else (
+                f"exit status {code}")
+            raise ChildLost(f"the worker process {self.pid} ended without a result ({how})",
+                            forking.LOST_HINT)
+        ok, value = message
         if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
+            return value  # type: ignore[return-value]
+        raise value  # type: ignore[misc]
 
     def cancel(self) -> None:
         """Interrupt the child's call (as Ctrl-C would) and wait for it to clean up."""
@@ -74,20 +73,10 @@ class Forked(Generic[T]):
             self._reap()
 
     def _reap(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        os.close(self._reader)
-        while True:
-            try:
-                _, status = os.waitpid(self.pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except KeyboardInterrupt:  # Ctrl-C again while the child cleans up: wait on
-                continue
-        code = os.waitstatus_to_exitcode(status)
-        self._how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        if not self._done:
+            self._done = True
+            os.close(self._reader)
+            self._code = forking.reap(self.pid)
 
     def __enter__(self) -> Forked[T]:
         return self
@@ -136,17 +125,10 @@ def start(call: Callable[[Callable[[], None]], T]) -> Forked[T]:
                 raise KeyboardInterrupt("the parent process is gone")
 
         try:
-            message: tuple[bool, Any] = (True, call(check))
+            outcome: tuple[bool, object] = (True, call(check))
         except BaseException as exc:  # noqa: BLE001 - every outcome goes to the parent
-            message = (False, exc)
-        try:
-            data = pickle.dumps(message)
-        except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
-            data = pickle.dumps((False, RuntimeError(f"{type(message[1]).__name__}: "
-                                                     f"{message[1]} ({exc})")))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(writer, view):]
+            outcome = (False, exc)
+        forking.send(writer, *outcome)
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001 - the parent reports a child without a result

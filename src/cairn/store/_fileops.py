@@ -18,6 +18,8 @@ from typing import Any
 
 from cairn.entities import Digest
 from cairn.errors import StoreNotWritableError
+from cairn.forking import usable_cpus
+from cairn.forking import write_all as _write_all
 
 Progress = Callable[[int, "int | None", int, "int | None"], None]
 
@@ -29,11 +31,7 @@ _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 def _default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 2
-    return max(2, min(16, cpus))
+    return max(2, min(16, usable_cpus()))
 
 
 class _Throttle:
@@ -52,14 +50,6 @@ class _Throttle:
             self.last = now
             self.fn(files, files_total, done, bytes_total)
 
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # rare: a signal or a full pipe; finish it off
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
 
 
 def _copy_fd(src: int, dst: int, write_out: bool = False) -> int:

@@ -69,6 +69,8 @@ import errno
 import itertools
 import logging
 import os
+import select
+import signal
 import stat
 import time
 from collections import deque
@@ -79,9 +81,9 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from cairn import forking
 from cairn.entities import Digest, FileEntry
 from cairn.errors import InputError, NotFoundError, StoreError, StoreNotWritableError
-from cairn.forking import can_fork
 from cairn.store._fileops import (
     _O_NEW,
     Progress,
@@ -706,11 +708,9 @@ _HELPERS_MAX = 7
 def _helpers_wanted() -> int:
     """How many helper processes a walk may fork here: one fewer than the CPUs it may
     use, and none where this process may not fork (see :mod:`cairn.forking`)."""
-    if not can_fork():
+    if not forking.can_fork():
         return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    return max(0, min(cpus - 1, _HELPERS_MAX))
+    return max(0, min(forking.usable_cpus() - 1, _HELPERS_MAX))
 
 
 class _HelperTask:
@@ -722,8 +722,6 @@ class _HelperTask:
         self.helper = helper
 
     def done(self) -> bool:
-        import select
-
         return bool(select.select([self.helper.results], [], [], 0)[0])
 
     def result(self) -> list[_Result]:
@@ -746,28 +744,21 @@ class _Helper:
         self.busy = False
 
     def send(self, batch: list[_Result | _ToHash]) -> _HelperTask:
-        import pickle
-
-        data = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
-        _write_all(self.requests, len(data).to_bytes(8, "little") + data)
+        forking.send(self.requests, True, batch)
         self.busy = True
         return _HelperTask(self)
 
     def receive(self) -> list[_Result]:
-        import pickle
-
-        header = _read_exactly(self.results, 8)
-        if len(header) < 8:
-            raise StoreError(
-                f"a helper process ({self.pid}) versioning the folder ended without its "
-                "results (killed, or out of memory)",
-                "run it again; if it happens again, look for an out-of-memory kill in the "
-                "system log (dmesg)")
-        ok, value = pickle.loads(_read_exactly(self.results, int.from_bytes(header, "little")))
+        message = forking.receive(self.results)
+        if message is None:
+            raise StoreError(f"a helper process ({self.pid}) versioning the folder ended "
+                             "without its results (killed, or out of memory)",
+                             forking.LOST_HINT)
         self.busy = False
+        ok, value = message
         if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
+            raise value  # type: ignore[misc]
+        return value  # type: ignore[return-value]
 
 
 class _Helpers:
@@ -804,72 +795,39 @@ class _Helpers:
         for helper in self.helpers:
             os.close(helper.requests)
         for helper in self.helpers:
-            _wait(helper.pid)
+            forking.reap(helper.pid)
             os.close(helper.results)
         self.helpers = []
 
     def stop(self) -> None:
         """Kill the helpers now (the walk failed) and wait for them, so that nothing
         writes into the staging folder once it is removed."""
-        import signal
-
         for helper in self.helpers:
             try:
                 os.kill(helper.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         for helper in self.helpers:
-            _wait(helper.pid)
+            forking.reap(helper.pid)
             os.close(helper.requests)
             os.close(helper.results)
         self.helpers = []
 
 
-def _wait(pid: int) -> None:
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except ChildProcessError:
-            return
-        except (InterruptedError, KeyboardInterrupt):
-            continue
-
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    parts = []
-    while n:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            break
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
 def _helper_main(index: int, requests: int, results: int, stager: _LocalStager,
                  linker: _Linker | None) -> None:
     """A helper process's life: batches in, results out, until the input ends."""
-    import pickle
-
     code = 0
     try:
         stager._name_prefix = f"h{index}-"
-        while True:
-            header = _read_exactly(requests, 8)
-            if len(header) < 8:
-                break
-            batch = pickle.loads(_read_exactly(requests, int.from_bytes(header, "little")))
+        while (message := forking.receive(requests)) is not None:
             try:
-                out: tuple[bool, object] = (True, _hash_and_stage(batch, stager, linker))
-            except Exception as exc:  # noqa: BLE001 - the parent raises it
-                out = (False, exc)
-            try:
-                data = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # noqa: BLE001 - an error that does not pickle
-                data = pickle.dumps((False, RuntimeError(f"{out[1]!r} ({exc})")))
-            _write_all(results, len(data).to_bytes(8, "little") + data)
-            if not out[0]:
+                outcome: tuple[bool, object] = (
+                    True, _hash_and_stage(message[1], stager, linker))  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - the walker raises it
+                outcome = (False, exc)
+            forking.send(results, *outcome)
+            if not outcome[0]:
                 break
             # The walker names what this batch staged: forget the claims, so memory stays
             # flat (a digest staged again later is only renamed over its twin).

@@ -30,7 +30,9 @@ class Counted(_Helpers):
         forks.append(count)
         super().__init__(count, *args)
 folders._Helpers = Counted
-folders._helpers_wanted = lambda: min(1, folders._HELPERS_MAX) if folders.can_fork() else 0
+def wanted():
+    return min(1, folders._HELPERS_MAX) if folders.forking.can_fork() else 0
+folders._helpers_wanted = wanted
 
 def version(src, store, helpers, **kw):
     folders._HELPERS_MAX = helpers
