@@ -161,6 +161,26 @@ def test_dataset_add_ls_show_diff_checkout(data_project: Path, cli, tmp_path: Pa
     assert (dest3 / "train" / "dog" / "1.txt").read_text() == "d1"
 
 
+def test_dataset_checkout_needs_no_sqlalchemy(data_project: Path, cli,  # noqa: ANN001
+                                               tmp_path: Path) -> None:
+    """Which tree a version names is read with plain sqlite3 (SQLAlchemy's import costs
+    more than linking thousands of files); what that cannot answer goes to the store."""
+    folder = make_folder(tmp_path / "imgs", {"a/1.txt": "1", "b/2.txt": "2"})
+    assert cli("dataset", "add", "pets", str(folder))[0] == 0
+    dest = tmp_path / "co"
+    code = ("import sys; from cairn.cli.main import main; "
+            f"code = main(['dataset', 'checkout', 'pets/latest', {str(dest)!r}]); "
+            "print(code, 'sqlalchemy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+    assert (dest / "b" / "2.txt").read_text() == "2"
+    code, _, err = cli("dataset", "checkout", "pets/v7", str(tmp_path / "co2"))
+    assert code == 4 and "no dataset version pets/v7" in err and "v1" in err
+    code, _, err = cli("dataset", "checkout", "cats/v1", str(tmp_path / "co3"))
+    assert code == 4 and "no dataset 'cats'" in err
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

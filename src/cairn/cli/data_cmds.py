@@ -381,10 +381,11 @@ def dataset_diff(a: str, b: str, limit: int) -> None:
 def dataset_checkout(ref: str, dest: str, pattern: str | None, writable: bool,
                      force: bool) -> None:
     """Materialize dataset version REF (NAME/VERSION) into DEST."""
+    from cairn.orchestration.datasets import find_version
     from cairn.store.folders import checkout
 
     ctx = _ctx()
-    v = ctx.store.get_dataset_version(ctx.project_id, *_split(ref))
+    v = find_version(ctx, *_split(ref))
     with ProgressBar(f"checkout {v.uri}") as bar:
         info = checkout(v.tree_digest, Path(dest), ctx.content, glob=pattern,
                         writable=writable, force=force, progress=bar)

@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int | None, int, int | None], None]
 
 
+def find_version(ctx: Context, dataset: str, version: str) -> DatasetVersion:
+    """``dataset://dataset/version`` (``latest``: the newest), read without opening the
+    metadata store where the backend allows (see :func:`cairn.store.peek_dataset_version`)."""
+    if "store" not in ctx.__dict__:
+        from cairn.store import peek_dataset_version
+
+        found = peek_dataset_version(ctx.settings.database_url, ctx.settings.project_name,
+                                     dataset, version)
+        if found is not None:
+            return found
+    return ctx.store.get_dataset_version(ctx.project_id, dataset, version)
+
+
 def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = None,
                progress: Progress | None = None, link: bool = False) -> DatasetVersion:
     """Version a folder as ``dataset://name/version`` (next vN when not named).

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cairn.errors import SchemaError
 from cairn.store.sql.engine import create_store_engine, display_url, write_options
 from cairn.store.sql.orm import CAIRN_TABLES, metadata
+from cairn.store.sql.revisions import HEAD_REVISION, KNOWN_REVISIONS
 from cairn.store.sql.translate import translate_error
 
 if TYPE_CHECKING:
@@ -36,11 +37,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
-"""Every revision of the migration history, oldest first (a test checks it)."""
-
-HEAD_REVISION: str = KNOWN_REVISIONS[-1]
-"""The revision this version of cairn reads and writes."""
 
 UPGRADE_HINT = "run `cairn db upgrade` to migrate it (back up .cairn/cairn.db first)"
 NEWER_HINT = (
