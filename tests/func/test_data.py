@@ -181,6 +181,34 @@ def test_dataset_checkout_needs_no_sqlalchemy(data_project: Path, cli,  # noqa: 
     assert code == 4 and "no dataset 'cats'" in err
 
 
+def test_adding_an_unchanged_folder_again_makes_no_version(data_project: Path, cli,  # noqa: ANN001
+                                                           tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "imgs", {"a/1.txt": "1", "b/2.txt": "2"})
+    assert cli("dataset", "add", "pets", str(folder))[0] == 0
+    code, _, err = cli("dataset", "add", "pets", str(folder))
+    assert code == 0 and "dataset://pets/v1: unchanged" in err and "no new version" in err
+    code, out, _ = cli("dataset", "ls", "--format", "json")
+    assert json.loads(out)[0]["versions"] == 1
+    code, _, err = cli("dataset", "add", "pets", str(folder), "--version", "named")
+    assert code == 0 and "dataset://pets/named: 2 files" in err  # asked for by name
+    # Once the files are older than the hash cache's racy window (2 s), a re-add is a
+    # stat walk that needs neither a database write nor SQLAlchemy.
+    time.sleep(2.1)
+    assert "unchanged" in cli("dataset", "add", "pets", str(folder))[2]
+    code = ("import sys; from cairn.cli.main import main; "
+            f"code = main(['dataset', 'add', 'pets', {str(folder)!r}]); "
+            "print(code, 'sqlalchemy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+    assert "dataset://pets/named: unchanged" in done.stderr
+    (folder / "b" / "3.txt").write_text("3")
+    code, _, err = cli("dataset", "add", "pets", str(folder))
+    assert code == 0 and "dataset://pets/v2: 3 files" in err
+    code, out, _ = cli("dataset", "ls", "--format", "json")
+    assert json.loads(out)[0]["versions"] == 3
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -277,8 +277,12 @@ def dataset_add(name: str, folder: str, version: str | None, link: bool) -> None
 
     ctx = _ctx()
     with ProgressBar(f"adding {folder}") as bar:
-        v = add_folder(ctx, name, Path(folder), version=version, progress=bar, link=link)
-        bar.close(f"{v.uri}: {v.file_count:,} files, {render.size(v.size)}")
+        v, made = add_folder(ctx, name, Path(folder), version=version, progress=bar,
+                             link=link)
+        summary = f"{v.file_count:,} files, {render.size(v.size)}"
+        bar.close(f"{v.uri}: {summary}" if made else
+                  f"{v.uri}: unchanged ({summary}), no new version made "
+                  "(--version NAME makes one anyway)")
 
 
 @dataset.command("ls")

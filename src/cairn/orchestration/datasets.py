@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from cairn.orchestration.context import Context
     from cairn.store.base import MetadataStore
     from cairn.store.cas import TreeInfo
+    from cairn.store.folders import Rewalk
 
 Progress = Callable[[int, int | None, int, int | None], None]
 
@@ -34,27 +35,40 @@ def find_version(ctx: Context, dataset: str, version: str) -> DatasetVersion:
 
 
 def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = None,
-               progress: Progress | None = None, link: bool = False) -> DatasetVersion:
+               progress: Progress | None = None,
+               link: bool = False) -> tuple[DatasetVersion, bool]:
     """Version a folder as ``dataset://name/version`` (next vN when not named).
 
+    Returns the version and whether it is new: without ``version``, a folder that holds
+    what the dataset's latest version holds makes no new version (that one is returned).
     ``link`` hardlinks the files into the store instead of copying them, making the
     originals read-only (see :func:`cairn.store.folders.version_folder`).
     """
     from cairn.orchestration import overlap
 
+    walked = None
+    if version is None and "store" not in ctx.__dict__:
+        # Most often a folder is added again unchanged, and then nothing is to be written:
+        # compare it with the latest version by a stat walk, before (and mostly instead
+        # of) opening the metadata store.
+        latest = _peek_latest(ctx, name)
+        if latest is not None:
+            walked = _rewalk(ctx, folder, latest.tree_digest, progress)
+            if walked is not None and walked.unchanged:
+                return latest, False
     job = None
     if "store" not in ctx.__dict__ and overlap.can_fork():
         # Hash and store the files in a child while this process imports the database
         # layer and opens the store, on another core.
         try:
             job = overlap.start(lambda check: _version(ctx, folder, _checked(progress, check),
-                                                       link))
+                                                       link, walked))
         except OSError:  # no process to spare (fork refused): do it all here
             job = None
     if job is None:
         store = ctx.store
         _check_name_early(store, ctx.project_id, name, version)
-        info = _version(ctx, folder, progress, link)
+        info = _version(ctx, folder, progress, link, walked)
     else:
         with job:
             store = ctx.store
@@ -62,23 +76,48 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
             info = job.result()
         if progress is not None:  # the child drew the bar: draw its last state here too
             progress(info.file_count, info.file_count, info.size, info.size)
-    version = version or store.next_version_name(ctx.project_id, name)
     latest = _latest(store, ctx.project_id, name)
-    return store.create_dataset_version(
+    if version is None and latest is not None and latest.tree_digest == info.tree_digest:
+        return latest, False
+    version = version or store.next_version_name(ctx.project_id, name)
+    made = store.create_dataset_version(
         ctx.project_id, name, version, tree_digest=info.tree_digest,
         file_count=info.file_count, size=info.size, source="upload",
         from_version=latest.version if latest else None,
         metadata={"folder": str(folder.resolve()), **({"linked": True} if link else {})},
     )
+    return made, True
 
 
-def _version(ctx: Context, folder: Path, progress: Progress | None, link: bool) -> TreeInfo:
+def _peek_latest(ctx: Context, name: str) -> DatasetVersion | None:
+    from cairn.store import peek_dataset_version
+
+    return peek_dataset_version(ctx.settings.database_url, ctx.settings.project_name, name,
+                                "latest")
+
+
+def _rewalk(ctx: Context, folder: Path, tree: str, progress: Progress | None) -> Rewalk | None:
+    """The folder compared with ``tree``, if it was last versioned as that tree."""
+    import os
+
+    from cairn.store.folders import rewalk
+    from cairn.store.hashcache import HashCache
+
+    cache = HashCache(ctx.settings.cache_dir / "hashes")
+    last = cache.last_tree(os.path.realpath(folder))
+    if last is None or last.tree != tree:
+        return None
+    return rewalk(folder, ctx.content, cache, progress)
+
+
+def _version(ctx: Context, folder: Path, progress: Progress | None, link: bool,
+             walked: Rewalk | None = None) -> TreeInfo:
     from cairn.store.folders import version_folder
     from cairn.store.hashcache import HashCache
 
     with HashCache(ctx.settings.cache_dir / "hashes") as cache:
         return version_folder(folder, ctx.content, progress=progress, hash_cache=cache,
-                              link=link)
+                              link=link, walked=walked)
 
 
 def _checked(progress: Progress | None, check: Callable[[], None]) -> Progress:

@@ -25,6 +25,12 @@ Versioning (:func:`version_folder`)
     the helpers are stopped before the temp folder is removed. A process that runs other
     threads never forks (see :mod:`cairn.forking`).
 
+    Re-versioning a folder first compares it with the tree it was last versioned as,
+    file by file, from the stats its hash cache recorded (:func:`rewalk`): a folder that
+    did not change costs a stat walk and nothing else (no manifest written, no cache
+    rewritten); at the first change, the walk goes on as usual from that file, taking the
+    files before it from the last tree.
+
     Symlinks are **skipped**, as are sockets, FIFOs and devices: following them could
     leave the folder or loop, and a dataset is its regular files. They are listed in
     ``TreeInfo.skipped`` and logged. Empty folders are not recorded (a tree lists files).
@@ -104,17 +110,19 @@ from cairn.store._fileops import (
 from cairn.store.blobs import LocalBlobStore
 from cairn.store.cas import ContentStore, TreeInfo, path_problem
 from cairn.store.checkout import CheckoutInfo, checkout, linked_marker
-from cairn.store.hashcache import RACY_WINDOW_NS, CacheScan, HashCache, StatKey
+from cairn.store.hashcache import RACY_WINDOW_NS, CacheScan, HashCache, StatKey, _escape
 
 __all__ = [
     "CheckoutInfo",
     "Modified",
     "Progress",
+    "Rewalk",
     "TreeDiff",
     "TreeInfo",
     "checkout",
     "derive_tree",
     "diff_trees",
+    "rewalk",
     "version_folder",
 ]
 
@@ -642,6 +650,82 @@ def _walk(root: str, skipped: list[tuple[str, str]],
             stack.pop()
 
 
+@dataclass
+class Rewalk:
+    """A folder compared with the tree it was last versioned as, up to its first change.
+
+    The first ``same`` files (``same_size`` bytes) of the walk are the first files of
+    ``tree``, unchanged; ``unchanged`` says that they are all of it. ``rest`` walks on
+    from the first file that changed (included); :func:`version_folder` goes on from it.
+    """
+
+    root: str
+    tree: Digest
+    same: int
+    same_size: int
+    unchanged: bool
+    rest: Iterator[tuple[str, str]]
+    skipped: list[tuple[str, str]]
+    skip: frozenset[str]
+
+
+def rewalk(folder: Path | str, content: ContentStore, hash_cache: HashCache,
+           progress: Progress | None = None) -> Rewalk | None:
+    """Compare a folder with the tree it was last versioned as (see the module doc).
+
+    None when there is nothing to compare with: the folder's hash cache does not name a
+    tree whose files it all recorded, or the local store removed blobs since (so that
+    tree's files may be gone), or the store is not local. Costs a ``stat`` per file up
+    to the first change, and reads nothing but the cache.
+    """
+    blobs = content.blobs
+    if not isinstance(blobs, LocalBlobStore) or not os.path.isdir(folder):
+        return None
+    root = os.path.realpath(folder)
+    read = hash_cache.read_last(root)
+    if read is None:
+        return None
+    last, records = read
+    if last.store_mark != blobs.removal_mark() or not blobs.has(last.tree):
+        records.close()
+        return None
+    skipped: list[tuple[str, str]] = []
+    skip = _skip_dirs(root, content, hash_cache)
+    walk = _walk(root, skipped, skip)
+    throttle = _Throttle(progress)
+    lstat, S_ISREG, escape = os.lstat, stat.S_ISREG, _escape
+    same = same_size = 0
+    rest: Iterator[tuple[str, str]] | None = None
+    try:
+        for rel, path in walk:
+            line = next(records, None)
+            try:
+                st = lstat(path)
+            except OSError:
+                line = None
+            if line is not None and S_ISREG(st.st_mode):
+                prefix = "%d %d %d %d " % (st.st_size, st.st_mtime_ns, st.st_ino,
+                                           st.st_ctime_ns)
+                # The record is exactly prefix, a 64-digit digest, " path": this file as
+                # it was when that tree was stored.
+                if line.startswith(prefix) and line[len(prefix) + 64:] == (
+                        f" {rel}" if "\\" not in rel and "\n" not in rel
+                        else f" {escape(rel)}"):
+                    same += 1
+                    same_size += st.st_size
+                    if not same & 1023:
+                        throttle(same, last.files, same_size, last.size)
+                    continue
+            rest = itertools.chain(((rel, path),), walk)
+            break
+        unchanged = rest is None and same == last.files and next(records, None) is None
+    finally:
+        records.close()
+    if rest is None:
+        rest = iter(())
+    return Rewalk(root, last.tree, same, same_size, unchanged, rest, skipped, skip)
+
+
 # One file of the new tree: (rel, digest, size, executable, stat key to cache (or the
 # hash cache's own line for an unchanged file), staged temp path or None). A file to
 # hash is (rel, path, stat key, executable, its mode if it may be linked else -1).
@@ -846,6 +930,7 @@ def version_folder(
     hash_cache: HashCache | None = None,
     workers: int | None = None,
     link: bool = False,
+    walked: Rewalk | None = None,
 ) -> TreeInfo:
     """Store every regular file under ``folder`` and a tree listing them; see the module doc.
 
@@ -858,16 +943,26 @@ def version_folder(
     ``link=True`` stores files by hardlink instead of copying them (a local store on the
     same filesystem only): **the folder's files are made read-only** and become the
     store's blobs; see "Link mode" in the module doc.
+
+    ``walked`` is this folder's :func:`rewalk`, if the caller made it already (else it
+    is made here, when there is a ``hash_cache``).
     """
     root_path = Path(folder)
     if not root_path.is_dir():
         raise InputError(f"{folder} is not a folder" if root_path.exists()
                          else f"{folder} does not exist",
                          "give the path of the folder to version")
+    if walked is None and hash_cache is not None:
+        walked = rewalk(root_path, content, hash_cache, progress)
+    if walked is not None and walked.unchanged:
+        _Throttle(progress)(walked.same, walked.same, walked.same_size, walked.same_size,
+                            final=True)
+        _log_skipped(folder, walked.skipped)
+        return TreeInfo(walked.tree, walked.same, walked.same_size, tuple(walked.skipped))
     root = os.path.realpath(root_path)
     started = time.time_ns()
     blobs = content.blobs
-    skip = _skip_dirs(root, content, hash_cache)
+    skip = _skip_dirs(root, content, hash_cache) if walked is None else walked.skip
     stager: _Stager = (_LocalStager(content, blobs) if isinstance(blobs, LocalBlobStore)
                        else _Stager(content))
     scan: CacheScan | None = None
@@ -876,7 +971,7 @@ def version_folder(
     if link and linker is None:
         log.info("the store at %s cannot take links: copying instead", blobs.url)
     tree = None
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = walked.skipped if walked is not None else []
     pool = ThreadPoolExecutor(workers or _default_workers(), thread_name_prefix="cairn-add")
     helpers: _Helpers | None = None
     throttle = _Throttle(progress)
@@ -887,6 +982,16 @@ def version_folder(
             mark = blobs.removal_mark() if isinstance(blobs, LocalBlobStore) else None
             scan = hash_cache.scan(root, started, mark)
         tree = content.tree_writer()
+        if walked is not None and walked.same:
+            # The files before the first change are the last tree's first files.
+            add = tree.add_walked
+            rows = content.iter_rows(walked.tree)
+            for row in itertools.islice(rows, walked.same):
+                add(*row)
+                if scan is not None:
+                    scan.keep_path(row[0])
+            rows.close()
+            files, done = walked.same, walked.same_size
         in_flight: deque[Future[list[_Result]] | list[_Result]] = deque()
         limit = 4 * (workers or _default_workers())
 
@@ -943,7 +1048,7 @@ def version_folder(
         helper: _Helper | None = None
         small = SMALL_FILE
         stage_bytes = stager.stage_bytes
-        for rel, path in _walk(root, skipped, skip):
+        for rel, path in walked.rest if walked is not None else _walk(root, skipped, skip):
             try:
                 st = lstat(path)
             except FileNotFoundError:
@@ -1024,15 +1129,19 @@ def version_folder(
                 scan.abort()
     if scan is not None:
         try:
-            scan.commit()
+            scan.commit(digest, files, done)
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be saved is no failure
             log.warning("could not save the hash cache %s: %s", hash_cache.path, exc)
     throttle(files, files, done, done, final=True)
+    _log_skipped(folder, skipped)
+    return TreeInfo(digest, files, done, tuple(skipped))
+
+
+def _log_skipped(folder: Path | str, skipped: list[tuple[str, str]]) -> None:
     if skipped:
         log.warning("skipped %d entries of %s (symlinks and special files are not "
                     "versioned), e.g. %s", len(skipped), folder,
                     ", ".join(f"{p} ({why})" for p, why in skipped[:3]))
-    return TreeInfo(digest, files, done, tuple(skipped))
 
 
 def _skip_dirs(root: str, content: ContentStore, hash_cache: HashCache | None) -> frozenset[str]:

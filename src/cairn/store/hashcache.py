@@ -21,6 +21,11 @@ The store mark is the local blob store's removal mark when the walk began (see
 mark is unchanged nothing was removed since, so a walk may take a matching record's
 blob as stored (:attr:`CacheScan.stored`) without asking the store file by file.
 
+A walk in which every file was recorded ends the file with a trailer naming the tree it
+stored, ``#tree <digest> <files> <size>``: the records are then exactly that tree's files,
+in its order, and a later walk can compare the folder with them file by file before doing
+anything else (see :func:`cairn.store.folders.rewalk`).
+
 A walk yields paths in the same order, so lookups are a merge of two sorted streams:
 no query per file and flat memory for millions of files. Each walk writes a new file
 with the records of what it saw and renames it into place when the version is stored;
@@ -33,7 +38,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from cairn.entities import Digest
 from cairn.errors import StoreNotWritableError
@@ -44,7 +49,17 @@ StatKey = tuple[int, int, int, int]
 
 RACY_WINDOW_NS = 2_000_000_000
 _MAGIC = "cairn-hashcache 2 "
+_TRAILER = "#tree "
 _BLOCK = 1 << 20
+
+
+class LastTree(NamedTuple):
+    """What a folder's cache file says it was last versioned as (see the module doc)."""
+
+    tree: Digest
+    files: int
+    size: int
+    store_mark: str  # the store's removal mark when that walk began ("-": none)
 
 
 def _escape(path: str) -> str:
@@ -104,6 +119,37 @@ class HashCache:
         started = time.time_ns() if started_ns is None else started_ns
         return CacheScan(self, str(root), started - self.racy_window_ns, store_mark)
 
+    def last_tree(self, root: Path | str) -> LastTree | None:
+        """The tree folder ``root`` was last versioned as, if its records are all of it."""
+        try:
+            with open(self.file_for(root), "rb") as fh:
+                return _last_tree(fh, str(root))
+        except OSError:
+            return None
+
+    def read_last(self, root: Path | str) -> tuple[LastTree, Iterator[str]] | None:
+        """:meth:`last_tree` and that tree's records (lines in path order, without their
+        newlines; see the module doc), read from one file. Close the iterator when done."""
+        try:
+            fh = open(self.file_for(root), "rb")
+        except OSError:
+            return None
+        try:
+            last = _last_tree(fh, str(root))
+        except OSError:
+            last = None
+        if last is None:
+            fh.close()
+            return None
+        fh.seek(0)
+        fh.readline()
+        return last, _records(fh)
+
+    def records(self, root: Path | str) -> Iterator[str]:
+        """The record lines of folder ``root``'s cache file (see :meth:`read_last`)."""
+        read = self.read_last(root)
+        return read[1] if read is not None else iter(())
+
     def get(self, root: Path | str, rel: str) -> tuple[StatKey, Digest] | None:
         """One record, for inspection and tests."""
         for path, line in _read(self.file_for(root), str(root)):
@@ -111,6 +157,40 @@ class HashCache:
                 size, mtime, ino, ctime, digest, _ = line.split(" ", 5)
                 return (int(size), int(mtime), int(ino), int(ctime)), digest
         return None
+
+
+def _last_tree(fh: BinaryIO, root: str) -> LastTree | None:
+    head = fh.readline(1 << 16).decode("utf-8", "surrogateescape")
+    mark, _, named = head.removeprefix(_MAGIC).partition(" ")
+    if not head.startswith(_MAGIC) or named != f"{_escape(root)}\n":
+        return None
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, end - 256))
+    tail = fh.read().decode("utf-8", "surrogateescape")
+    last = tail[tail.rfind("\n", 0, len(tail) - 1) + 1:]
+    if not last.startswith(_TRAILER) or not last.endswith("\n"):
+        return None
+    parts = last[len(_TRAILER):].split()
+    if len(parts) != 3 or len(parts[0]) != 64:
+        return None
+    try:
+        return LastTree(parts[0], int(parts[1]), int(parts[2]), mark)
+    except ValueError:
+        return None
+
+
+def _records(fh: BinaryIO) -> Iterator[str]:
+    """The record lines from here on, up to the trailer; closes ``fh`` at the end."""
+    with fh:
+        rest = b""
+        while block := fh.read(_BLOCK):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            for line in block[:cut].decode("utf-8", "surrogateescape").split("\n")[:-1]:
+                if line.startswith("#"):
+                    return
+                yield line
 
 
 def _header(mark: str | None, root: str) -> str:
@@ -171,6 +251,8 @@ class CacheScan:
         self._out: BinaryIO | None = None
         self._tmp: str | None = None
         self._lines: list[str] = []
+        #: How many records this walk has kept or recorded.
+        self.count = 0
         try:
             cache.path.mkdir(parents=True, exist_ok=True)
             fd, self._tmp = _mkstemp(cache.path, ".scan-")
@@ -210,23 +292,41 @@ class CacheScan:
         """Keep ``rel``'s record in the new cache (paths must come in increasing order)."""
         size, mtime, ino, ctime = key
         self._lines.append(f"{size} {mtime} {ino} {ctime} {digest} {_escape(rel)}\n")
+        self.count += 1
         if len(self._lines) >= 8192:
             self._flush()
 
     def keep(self, line: str) -> None:
         """Keep a record found by :meth:`match` that still holds (in path order too)."""
         self._lines.append(line)
+        self.count += 1
         if len(self._lines) >= 8192:
             self._flush()
+
+    def keep_path(self, rel: str) -> None:
+        """Keep ``rel``'s record as it is, if there is one: a file known unchanged."""
+        head = self._head
+        while head is not None and head[0] < rel:
+            head = next(self._rows, None)
+        if head is not None and head[0] == rel:
+            self.keep(head[1])
+            head = next(self._rows, None)
+        self._head = head
 
     def _flush(self) -> None:
         if self._out is not None and self._lines:
             self._out.write("".join(self._lines).encode("utf-8", "surrogateescape"))
             self._lines.clear()
 
-    def commit(self) -> None:
-        """Replace the folder's cache file with what this walk recorded."""
+    def commit(self, tree: Digest | None = None, files: int = 0, size: int = 0) -> None:
+        """Replace the folder's cache file with what this walk recorded.
+
+        ``tree`` (of ``files`` files, ``size`` bytes) is what the walk stored: named in
+        the trailer when every one of its files was recorded.
+        """
         try:
+            if tree is not None and self.count == files:
+                self._lines.append(f"{_TRAILER}{tree} {files} {size}\n")
             self._flush()
             if self._out is not None:
                 self._out.close()
