@@ -359,11 +359,12 @@ def dataset_show(ref: str, show_files: int) -> None:
 @click.option("--limit", "-n", default=50, show_default=True, help="Paths to list per kind.")
 def dataset_diff(a: str, b: str, limit: int) -> None:
     """What changed from version A to version B (NAME/VERSION each)."""
+    from cairn.orchestration.datasets import find_version
     from cairn.store.folders import diff_trees
 
     ctx = _ctx()
-    va = ctx.store.get_dataset_version(ctx.project_id, *_split(a))
-    vb = ctx.store.get_dataset_version(ctx.project_id, *_split(b))
+    va = find_version(ctx, *_split(a))
+    vb = find_version(ctx, *_split(b))
     diff = diff_trees(va.tree_digest, vb.tree_digest, ctx.content)
     click.echo(f"{va.uri} → {vb.uri}: +{len(diff.added):,} added, -{len(diff.removed):,} "
                f"removed, ~{len(diff.modified):,} modified, {diff.unchanged_count:,} unchanged")
