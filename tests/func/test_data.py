@@ -202,9 +202,14 @@ def test_adding_an_unchanged_folder_again_makes_no_version(data_project: Path, c
                           timeout=60)
     assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
     assert "dataset://pets/named: unchanged" in done.stderr
+    # A changed folder: a new version, written without SQLAlchemy too.
     (folder / "b" / "3.txt").write_text("3")
-    code, _, err = cli("dataset", "add", "pets", str(folder))
-    assert code == 0 and "dataset://pets/v2: 3 files" in err
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+    assert "dataset://pets/v2: 3 files" in done.stderr
+    code, out, _ = cli("dataset", "show", "pets/v2")
+    assert "+1 added, -0 removed, ~0 modified, 2 unchanged" in out and "named" in out
     code, out, _ = cli("dataset", "ls", "--format", "json")
     assert json.loads(out)[0]["versions"] == 3
 

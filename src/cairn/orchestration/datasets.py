@@ -45,9 +45,14 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
     originals read-only (see :func:`cairn.store.folders.version_folder`).
     """
     from cairn.orchestration import overlap
+    from cairn.store import add_dataset_version_quickly, can_add_quickly, peek_dataset_version
+    from cairn.store.sql.names import check_dataset_names
 
+    check_dataset_names(name, version or "v1")  # before hashing what could not be named
+    url, project = ctx.settings.database_url, ctx.settings.project_name
+    opened = "store" in ctx.__dict__
     walked = None
-    if version is None and "store" not in ctx.__dict__:
+    if version is None and not opened:
         # Most often a folder is added again unchanged, and then nothing is to be written:
         # compare it with the latest version by a stat walk, before (and mostly instead
         # of) opening the metadata store.
@@ -56,36 +61,47 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
             walked = _rewalk(ctx, folder, latest.tree_digest, progress)
             if walked is not None and walked.unchanged:
                 return latest, False
-    job = None
-    if "store" not in ctx.__dict__ and overlap.can_fork():
-        # Hash and store the files in a child while this process imports the database
-        # layer and opens the store, on another core.
-        try:
-            job = overlap.start(lambda check: _version(ctx, folder, _checked(progress, check),
-                                                       link, walked))
-        except OSError:  # no process to spare (fork refused): do it all here
-            job = None
-    if job is None:
+    metadata = {"folder": str(folder.resolve()), **({"linked": True} if link else {})}
+    if not opened and can_add_quickly(url, project) and (
+            version is None or peek_dataset_version(url, project, name, version) is None):
+        # The database takes the version without SQLAlchemy (the embedded SQLite of a
+        # project made before): nothing to overlap, the folder is versioned here.
+        info = _version(ctx, folder, progress, link, walked)
+        added = add_dataset_version_quickly(
+            url, project, name, version, tree_digest=info.tree_digest,
+            file_count=info.file_count, size=info.size, metadata=metadata)
+        if added is not None:
+            return added
         store = ctx.store
         _check_name_early(store, ctx.project_id, name, version)
-        info = _version(ctx, folder, progress, link, walked)
     else:
-        with job:
+        job = None
+        if not opened and overlap.can_fork():
+            # Hash and store the files in a child while this process imports the database
+            # layer and opens the store, on another core.
+            try:
+                job = overlap.start(lambda check: _version(
+                    ctx, folder, _checked(progress, check), link, walked))
+            except OSError:  # no process to spare (fork refused): do it all here
+                job = None
+        if job is None:
             store = ctx.store
-            _check_name_early(store, ctx.project_id, name, version)  # cancels the child
-            info = job.result()
-        if progress is not None:  # the child drew the bar: draw its last state here too
-            progress(info.file_count, info.file_count, info.size, info.size)
+            _check_name_early(store, ctx.project_id, name, version)
+            info = _version(ctx, folder, progress, link, walked)
+        else:
+            with job:
+                store = ctx.store
+                _check_name_early(store, ctx.project_id, name, version)  # cancels the child
+                info = job.result()
+            if progress is not None:  # the child drew the bar: draw its last state here too
+                progress(info.file_count, info.file_count, info.size, info.size)
     latest = _latest(store, ctx.project_id, name)
     if version is None and latest is not None and latest.tree_digest == info.tree_digest:
         return latest, False
-    version = version or store.next_version_name(ctx.project_id, name)
     made = store.create_dataset_version(
-        ctx.project_id, name, version, tree_digest=info.tree_digest,
-        file_count=info.file_count, size=info.size, source="upload",
-        from_version=latest.version if latest else None,
-        metadata={"folder": str(folder.resolve()), **({"linked": True} if link else {})},
-    )
+        ctx.project_id, name, version or store.next_version_name(ctx.project_id, name),
+        tree_digest=info.tree_digest, file_count=info.file_count, size=info.size,
+        source="upload", from_version=latest.version if latest else None, metadata=metadata)
     return made, True
 
 
