@@ -161,6 +161,17 @@ def test_dataset_add_ls_show_diff_checkout(data_project: Path, cli, tmp_path: Pa
     assert (dest3 / "train" / "dog" / "1.txt").read_text() == "d1"
 
 
+def _cli_without_sqlalchemy(*args: str) -> str:
+    """Run the CLI in a fresh interpreter; check that it succeeded without importing
+    SQLAlchemy, and return what it wrote on stderr."""
+    code = ("import sys; from cairn.cli.main import main; "
+            f"code = main({list(args)!r}); print(code, 'sqlalchemy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+    return done.stderr
+
+
 def test_dataset_checkout_needs_no_sqlalchemy(data_project: Path, cli,  # noqa: ANN001
                                                tmp_path: Path) -> None:
     """Which tree a version names is read with plain sqlite3 (SQLAlchemy's import costs
@@ -168,12 +179,7 @@ def test_dataset_checkout_needs_no_sqlalchemy(data_project: Path, cli,  # noqa: 
     folder = make_folder(tmp_path / "imgs", {"a/1.txt": "1", "b/2.txt": "2"})
     assert cli("dataset", "add", "pets", str(folder))[0] == 0
     dest = tmp_path / "co"
-    code = ("import sys; from cairn.cli.main import main; "
-            f"code = main(['dataset', 'checkout', 'pets/latest', {str(dest)!r}]); "
-            "print(code, 'sqlalchemy' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+    _cli_without_sqlalchemy("dataset", "checkout", "pets/latest", str(dest))
     assert (dest / "b" / "2.txt").read_text() == "2"
     code, _, err = cli("dataset", "checkout", "pets/v7", str(tmp_path / "co2"))
     assert code == 4 and "no dataset version pets/v7" in err and "v1" in err
@@ -195,19 +201,12 @@ def test_adding_an_unchanged_folder_again_makes_no_version(data_project: Path, c
     # stat walk that needs neither a database write nor SQLAlchemy.
     time.sleep(2.1)
     assert "unchanged" in cli("dataset", "add", "pets", str(folder))[2]
-    code = ("import sys; from cairn.cli.main import main; "
-            f"code = main(['dataset', 'add', 'pets', {str(folder)!r}]); "
-            "print(code, 'sqlalchemy' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
-    assert "dataset://pets/named: unchanged" in done.stderr
+    err = _cli_without_sqlalchemy("dataset", "add", "pets", str(folder))
+    assert "dataset://pets/named: unchanged" in err
     # A changed folder: a new version, written without SQLAlchemy too.
     (folder / "b" / "3.txt").write_text("3")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
-    assert "dataset://pets/v2: 3 files" in done.stderr
+    err = _cli_without_sqlalchemy("dataset", "add", "pets", str(folder))
+    assert "dataset://pets/v2: 3 files" in err
     code, out, _ = cli("dataset", "show", "pets/v2")
     assert "+1 added, -0 removed, ~0 modified, 2 unchanged" in out and "named" in out
     code, out, _ = cli("dataset", "ls", "--format", "json")

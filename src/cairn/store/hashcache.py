@@ -179,18 +179,24 @@ def _last_tree(fh: BinaryIO, root: str) -> LastTree | None:
         return None
 
 
+def _lines(fh: BinaryIO) -> Iterator[str]:
+    """The whole lines from here on, without their newlines, read in large blocks (a last
+    line without its newline was cut short: it is left out)."""
+    rest = b""
+    while block := fh.read(_BLOCK):
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        rest = block[cut:]
+        yield from block[:cut].decode("utf-8", "surrogateescape").split("\n")[:-1]
+
+
 def _records(fh: BinaryIO) -> Iterator[str]:
     """The record lines from here on, up to the trailer; closes ``fh`` at the end."""
     with fh:
-        rest = b""
-        while block := fh.read(_BLOCK):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            for line in block[:cut].decode("utf-8", "surrogateescape").split("\n")[:-1]:
-                if line.startswith("#"):
-                    return
-                yield line
+        for line in _lines(fh):
+            if line.startswith("#"):
+                return
+            yield line
 
 
 def _header(mark: str | None, root: str) -> str:
@@ -214,18 +220,12 @@ def _read(file: Path, root: str, marks: list[str] | None = None
             return  # another format or (by a 128-bit chance) another folder: start afresh
         if marks is not None:
             marks.append(mark)
-        rest = b""
-        while block := fh.read(_BLOCK):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            for line in block[:cut].decode("utf-8", "surrogateescape").split("\n")[:-1]:
-                parts = line.split(" ", 5)
-                if len(parts) != 6 or len(parts[4]) != 64:
-                    return  # a damaged tail: what is left is simply not cached
-                path = parts[5]
-                yield (_unescape(path) if "\\" in path else path), line + "\n"
-        # A last line without its newline was cut short: it is simply not cached.
+        for line in _lines(fh):
+            parts = line.split(" ", 5)
+            if len(parts) != 6 or len(parts[4]) != 64:
+                return  # a damaged tail (or the trailer): what is left is not cached
+            path = parts[5]
+            yield (_unescape(path) if "\\" in path else path), line + "\n"
 
 
 class CacheScan:
