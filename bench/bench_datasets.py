@@ -14,8 +14,10 @@ comparison). Each link-mode run gets its own copy of the data, made outside the 
 with the files' old mtimes kept (a link-mode add copies files modified in the last 2 s).
 
 The same work is then run as a user runs it, through the command line (``cairn dataset
-add``, ``add --link``, ``checkout``, re-add), each in a fresh project: these rows add the
-CLI's start, the metadata database and the version's record. Two floors go beside them:
+add``, ``add --link``, ``checkout``, re-add), each in a project of its own with an empty
+store, where a command has run before (the first command of a brand-new project, which
+also creates its database, is a row of its own): these rows add the CLI's start, the
+metadata database and the version's record. Two floors go beside them:
 ``cairn --version`` (the CLI start alone) and the kernel's own time to create and write a
 copy of every small file (what any add that copies them cannot go below on this machine).
 
@@ -293,8 +295,10 @@ def main(argv: list[str]) -> int:
 
         # (f) the same through the command line, as a user runs it: `cairn dataset add`
         # and `checkout` also start the CLI, open the metadata database (SQLAlchemy) and
-        # record the version; each run in a fresh project (its own store and hash cache).
-        cli_add, cli_link, cli_re, cli_co = [], [], [], []
+        # record the version; each run in a project of its own (its own store and hash
+        # cache), used before: its database exists. The first command of a brand-new
+        # project also creates the database; that is timed on a row of its own.
+        cli_add, cli_link, cli_new, cli_re, cli_co = [], [], [], [], []
         for i in range(2):
             cli_add.append(cli(_cli_project(work / f"cli-{i}"), "dataset", "add", "imgs",
                                str(src)))
@@ -302,6 +306,10 @@ def main(argv: list[str]) -> int:
             copy = fresh_copy(src, work / f"images-cli-link-{i}")
             cli_link.append(cli(_cli_project(work / f"cli-link-{i}"), "dataset", "add",
                                 "imgs", str(copy), "--link"))
+        for i in range(2):
+            copy = fresh_copy(src, work / f"images-cli-new-{i}")
+            cli_new.append(cli(_cli_project(work / f"cli-new-{i}", used=False), "dataset",
+                               "add", "imgs", str(copy), "--link"))
         proj = work / "cli-1"
         for _ in range(2):
             cli_re.append(cli(proj, "dataset", "add", "imgs", str(src)))
@@ -312,6 +320,8 @@ def main(argv: list[str]) -> int:
         rows.append(_row(f"`cairn dataset add --link` {small_label}", dvc_add, cli_link))
         if dvc:
             rows.append(_row("  the same, DVC cache.type=hardlink", dvc_add_hl, cli_link))
+        rows.append(_row("  the same, as the first command of a new project", dvc_add,
+                         cli_new))
         rows.append(_row("`cairn dataset checkout` (read-only, hardlinks)", dvc_co, cli_co))
         rows.append(_row("`cairn dataset add` again, unchanged", dvc_re, cli_re))
         startup = min(cli(proj, "--version") for _ in range(3))
@@ -405,11 +415,15 @@ def cli(project: Path, *args: str) -> float:
     return C.time_command([str(C.CAIRN_BIN), *args], cwd=project)
 
 
-def _cli_project(folder: Path) -> Path:
-    """A fresh project folder: a cairn.yaml, its data (store, database) under .cairn."""
+def _cli_project(folder: Path, used: bool = True) -> Path:
+    """A project folder: a cairn.yaml, its data (store, database) under .cairn; ``used``:
+    a command has run in it already (outside the timing), so its database exists."""
     folder.mkdir()
     (folder / "cairn.yaml").write_text(
         "- step:\n    name: noop\n    image: python:3.11\n    command: \"true\"\n")
+    if used:
+        subprocess.run([str(C.CAIRN_BIN), "dataset", "ls"], cwd=folder, check=True,
+                       capture_output=True)
     return folder
 
 
