@@ -139,6 +139,10 @@ def test_dataset_add_ls_show_diff_checkout(data_project: Path, cli, tmp_path: Pa
                                 "files": 3, "size": 14}]
     code, out, _ = cli("dataset", "show", "pets/v2")
     assert "+1 added, -1 removed, ~1 modified, 1 unchanged" in out
+    code, out, _ = cli("dataset", "show", "pets/v2", "--files", "2")
+    listed = out.split("\n\n", 1)[1].splitlines()  # a table: paths left, sizes right-aligned
+    assert listed[1:] == ["test/cat/2.txt   10 B", "train/dog/1.txt   2 B",
+                          "… and 1 more (--files N lists more)"]
     code, out, _ = cli("dataset", "diff", "pets/v1", "pets/v2")
     assert "+ train/dog/2.txt" in out and "- train/cat/1.txt" in out
     assert "~ test/cat/2.txt" in out

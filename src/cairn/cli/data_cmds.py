@@ -345,12 +345,14 @@ def dataset_show(ref: str, show_files: int) -> None:
                    f"-{len(diff.removed):,} removed, ~{len(diff.modified):,} modified, "
                    f"{diff.unchanged_count:,} unchanged")
     if show_files:
-        click.echo(click.style("\nfiles", bold=True))
-        for i, entry in enumerate(ctx.content.iter_tree(v.tree_digest)):
-            if i >= show_files:
-                click.echo(f"  … and {v.file_count - show_files:,} more")
-                break
-            click.echo(f"  {entry.path}  {render.size(entry.size)}")
+        from itertools import islice
+
+        entries = islice(ctx.content.iter_tree(v.tree_digest), show_files)
+        click.echo()
+        click.echo(render.table(["file", "size"],
+                                [(e.path, render.size(e.size)) for e in entries], right=[1]))
+        if v.file_count > show_files:
+            click.echo(f"… and {v.file_count - show_files:,} more (--files N lists more)")
 
 
 @dataset.command("diff")
