@@ -81,6 +81,16 @@ def test_invalid_yaml_is_located(project: Path, cli) -> None:  # noqa: ANN001
     assert "cairn.yaml:3:" in err
 
 
+def test_project_file_errors_print_as_a_compiler_does(project: Path, cli) -> None:  # noqa: ANN001
+    (project / "cairn.yaml").write_text("- step:\n    name: x\n    command: 'true'\n")
+    code, _, err = cli("run", "x")
+    assert code == 3
+    first, hint = err.splitlines()[:2]
+    assert first == (f"{project / 'cairn.yaml'}:2:5: error: step 'x' is missing the "
+                     "required key 'image'")
+    assert hint.startswith("  hint: add `image: python:3.11`")
+
+
 def test_command_not_found(project: Path, cli) -> None:  # noqa: ANN001
     code, _, err = cli("run", "missing-command")
     assert code == 127

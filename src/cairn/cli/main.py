@@ -140,12 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _show_error(exc: CairnError) -> None:
-    head = click.style("error:", fg="red", bold=True)
     if isinstance(exc, ProjectError) and exc.problems:
-        for problem in exc.problems:
-            if problem.severity == "error":
-                click.echo(f"{head} {problem}", err=True)
+        from cairn.cli.render import problem
+
+        for p in exc.problems:  # file:line:col: error: message, as compilers print them
+            if p.severity == "error":
+                click.echo(problem(p), err=True)
         return
+    head = click.style("error:", fg="red", bold=True)
     first, *rest = exc.message.splitlines() or [""]
     click.echo(f"{head} {first}", err=True)
     for line in rest:  # several problems at once (e.g. parameters): one per line

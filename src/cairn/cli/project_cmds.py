@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cairn.cli import render
+
 
 @click.command(short_help="Write a starter cairn.yaml.")
 @click.option("--force", is_flag=True, help="Overwrite an existing cairn.yaml.")
@@ -45,12 +47,7 @@ def lint(files: tuple[str, ...]) -> int:
         except OSError as exc:
             raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
         for problem in lint_text(text, str(path)):
-            color = "red" if problem.severity == "error" else "yellow"
-            click.echo(f"{problem.file}:{problem.line}:{problem.column}: "
-                       + click.style(problem.severity, fg=color, bold=True)
-                       + f": {problem.message}")
-            if problem.hint:
-                click.echo(f"  {click.style('hint:', fg='cyan')} {problem.hint}")
+            click.echo(render.problem(problem))
             errors += problem.severity == "error"
             warnings += problem.severity != "error"
     summary = f"{len(paths)} file(s): {errors} error(s), {warnings} warning(s)"

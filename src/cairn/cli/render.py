@@ -8,11 +8,14 @@ import re
 import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cairn.units import format_size
+
+if TYPE_CHECKING:
+    from cairn.errors import Problem
 
 STATUS_COLORS = {
     "created": "white", "queued": "cyan", "starting": "cyan", "running": "blue",
@@ -44,6 +47,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
         line = "  ".join(parts).rstrip()
         out.append(click.style(line, bold=True) if n == 0 else line)
     return "\n".join(out)
+
+
+def problem(p: Problem) -> str:
+    """A project-file finding as a compiler prints one: ``file:line:col: error: message``,
+    its hint on the next line."""
+    color = "red" if p.severity == "error" else "yellow"
+    text = (f"{p.file}:{p.line}:{p.column}: " + click.style(p.severity, fg=color, bold=True)
+            + f": {p.message}")
+    if p.hint:
+        text += f"\n  {click.style('hint:', fg='cyan')} {p.hint}"
+    return text
 
 
 def emit(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,

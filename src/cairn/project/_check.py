@@ -54,6 +54,14 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_MISSING_HINTS = {
+    "image": "add `image: python:3.11` (or the image your code needs), the container it "
+             "runs in; without a container engine cairn runs it on this machine and says so",
+    "command": "add `command: python train.py` (a string or a list of commands)",
+}
+"""Hints for required keys whose values a newcomer may not know to give."""
+
+
 class Checker:
     """Collects located problems for one document."""
 
@@ -142,7 +150,8 @@ class Checker:
             )
         for key in required:
             if key not in obj:
-                self.error(path, f"{what} is missing the required key '{key}'")
+                self.error(path, f"{what} is missing the required key '{key}'",
+                           _MISSING_HINTS.get(key, f"add `{key}:` to {what}"))
 
     def mapping(self, value: Any, path: PathKey, what: str) -> dict[str, Any] | None:
         """``value`` if it is a mapping, else report and return None."""

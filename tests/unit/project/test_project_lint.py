@@ -421,6 +421,8 @@ def test_parse_project_raises_with_every_error() -> None:
     text = str(info.value)
     assert "my.yaml:2:5: error: step 'a' is missing the required key 'image'" in text
     assert "required key 'command'" in text
+    assert [p.hint.split(":")[0] for p in info.value.problems] == [
+        "add `image", "add `command"]
 
 
 def test_blueprint_is_an_alias_of_pipeline() -> None:
