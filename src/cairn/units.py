@@ -13,3 +13,8 @@ def format_size(n: int | None) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TB"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``count(1, "file")`` → ``"1 file"``, ``count(20000, "file")`` → ``"20,000 files"``."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cairn import units
 from cairn.cli import render
 from cairn.cli.progress import ProgressBar
 
@@ -242,9 +243,9 @@ def data_pull(uris: tuple[str, ...], from_url: str, workers: int) -> None:
 def _transfer_summary(result: Any, count: int) -> str:
     copied = getattr(result, "copied", None)
     if copied is None:
-        return f"{count} blobs checked"
-    return (f"{copied} of {count} blobs copied ({render.size(getattr(result, 'bytes', 0))}), "
-            f"{count - copied} already there")
+        return f"{units.count(count, 'blob')} checked"
+    return (f"{copied:,} of {units.count(count, 'blob')} copied ({render.size(getattr(result, 'bytes', 0))}), "
+            f"{count - copied:,} already there")
 
 
 # -- cairn dataset ------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def dataset_add(name: str, folder: str, version: str | None, link: bool) -> None
     with ProgressBar(f"adding {folder}") as bar:
         v, made = add_folder(ctx, name, Path(folder), version=version, progress=bar,
                              link=link)
-        summary = f"{v.file_count:,} files, {render.size(v.size)}"
+        summary = f"{units.count(v.file_count, 'file')}, {render.size(v.size)}"
         bar.close(f"{v.uri}: {summary}" if made else
                   f"{v.uri}: unchanged ({summary}), no new version made "
                   "(--version NAME makes one anyway)")
@@ -396,7 +397,7 @@ def dataset_checkout(ref: str, dest: str, pattern: str | None, writable: bool,
     with ProgressBar(f"checkout {v.uri}") as bar:
         info = checkout(v.tree_digest, Path(dest), ctx.content, glob=pattern,
                         writable=writable, force=force, progress=bar)
-        bar.close(f"{v.uri} → {dest}: {info.files:,} files, {render.size(info.bytes)} "
+        bar.close(f"{v.uri} → {dest}: {units.count(info.files, 'file')}, {render.size(info.bytes)} "
                   f"({info.method})")
 
 
@@ -433,7 +434,7 @@ def gc(dry_run: bool, grace: str) -> None:
     with ProgressBar("gc") as bar:
         report = collect_garbage(ctx, dry_run=dry_run, grace_seconds=seconds, progress=bar)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{report.blobs_seen:,} blobs, {report.referenced:,} referenced; {verb} "
+    click.echo(f"{units.count(report.blobs_seen, 'blob')}, {report.referenced:,} referenced; {verb} "
                f"{report.removed:,} ({render.size(report.removed_bytes)}); kept "
                f"{report.kept_recent:,} recent unreferenced"
                + (f"; swept {report.temporary_removed:,} leftover temp files"
@@ -453,7 +454,7 @@ def store_verify() -> int:
     ctx = _ctx()
     with ProgressBar("verifying") as bar:
         report = verify_store(ctx, progress=bar)
-        bar.close(f"{report.checked:,} blobs checked ({render.size(report.bytes)})")
+        bar.close(f"{units.count(report.checked, 'blob')} checked ({render.size(report.bytes)})")
     if not report.corrupt:
         click.echo(click.style("all blobs match their digests", fg="green"))
         return 0

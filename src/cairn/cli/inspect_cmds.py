@@ -403,12 +403,14 @@ def outputs(ref: str, dest: str | None, fmt: str) -> None:
     if dest:
         from pathlib import Path
 
-        with click.progressbar(datums, label=f"downloading {len(datums)} files",
+        from cairn.units import count
+
+        with click.progressbar(datums, label=f"downloading {count(len(datums), 'file')}",
                                file=sys.stderr) as bar:
             for d in bar:
                 target = Path(dest) / d.name
                 ctx.content.materialize(d.digest, target, link=False)
-        click.echo(f"{len(datums)} files written to {dest}", err=True)
+        click.echo(f"{count(len(datums), 'file')} written to {dest}", err=True)
         return
     rows = [[d.name, render.size(d.size) if fmt == "table" else d.size, d.uri,
              d.digest[:16] if fmt == "table" else d.digest, ",".join(d.tags)] for d in datums]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cairn.units import format_size
+from cairn.units import count, format_size
 
 _WIDTH = 24
 
@@ -69,7 +69,7 @@ class ProgressBar:
         """End the bar: one final line (the summary, or the totals)."""
         self._closed = True
         elapsed = time.monotonic() - self.started
-        text = summary or (f"{self.label}  {self.files:,} files  {format_size(self.bytes)}  "
+        text = summary or (f"{self.label}  {count(self.files, 'file')}  {format_size(self.bytes)}  "
                            f"in {_fmt(elapsed)}")
         if self.tty:
             self._draw(text)

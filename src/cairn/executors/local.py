@@ -17,7 +17,7 @@ from cairn.runtime.outputs import LiveOutputs, collect_outputs
 from cairn.runtime.process import LogWriter, run_process
 from cairn.runtime.snapshot import restore_code
 from cairn.runtime.workspace import Workspace, step_environment, write_config
-from cairn.units import format_size
+from cairn.units import count as plural, format_size
 
 if TYPE_CHECKING:
     from cairn.entities import Execution
@@ -62,7 +62,7 @@ class LocalExecutor(Executor):
                        "machine's environment (no container engine)")
             if execution.code is not None:
                 count = restore_code(execution.code.tree_digest, content, ws.repository)
-                system(f"code: {count} files from snapshot {execution.code.tree_digest[:12]}")
+                system(f"code: {plural(count, 'file')} from snapshot {execution.code.tree_digest[:12]}")
             try:
                 materialize_inputs(execution.inputs, ws.inputs, content)
             except InputError as exc:
@@ -71,7 +71,7 @@ class LocalExecutor(Executor):
                                log_digest=None)
             if execution.inputs:
                 total = sum(f.size for f in execution.inputs)
-                system(f"inputs: {len(execution.inputs)} files, {format_size(total)}")
+                system(f"inputs: {plural(len(execution.inputs), 'file')}, {format_size(total)}")
             write_config(ws, execution, project_name=ctx.project.name, inputs=execution.inputs)
             argv = _command_argv(ws, execution.command)
             env = step_environment(
@@ -129,9 +129,9 @@ class LocalExecutor(Executor):
             for message in collected.refused:
                 system(f"refused: {message}")
             if live.datums:
-                system(f"live outputs: {len(live.datums)} files stored while it ran")
+                system(f"live outputs: {plural(len(live.datums), 'file')} stored while it ran")
                 collected.datums[:0] = live.datums
-            system(f"outputs: {len(collected.datums)} files, "
+            system(f"outputs: {plural(len(collected.datums), 'file')}, "
                    f"{format_size(sum(d.size for d in collected.datums))}")
         finally:
             writer.close()

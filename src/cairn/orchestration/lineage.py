@@ -117,10 +117,10 @@ class LineageBuilder:
                     f"datum://{d.id[:8]} {format_size(d.size)}")
 
     def _dataset_node(self, v: DatasetVersion) -> Node:
-        from cairn.units import format_size
+        from cairn.units import count, format_size
 
         return Node("dataset", f"dataset:{v.uri}", v.uri,
-                    f"{v.file_count:,} files, {format_size(v.size)}")
+                    f"{count(v.file_count, 'file')}, {format_size(v.size)}")
 
     def _dataset(self, uri: str) -> DatasetVersion:
         name, _, version = uri.removeprefix("dataset://").partition("/")
@@ -150,7 +150,7 @@ class LineageBuilder:
     def _execution_sources(self, e: Execution, depth: int,
                            seen: set[str]) -> list[tuple[str, Node]]:
         """An execution's inputs, grouped by where they came from."""
-        from cairn.units import format_size
+        from cairn.units import count, format_size
 
         groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for f in e.inputs:
@@ -176,7 +176,7 @@ class LineageBuilder:
                         out.append((f"input {input_name}", node))
                     elif execution_id is not None:
                         producer = self.store.get_execution(self.project_id, execution_id)
-                        rel = f"input {input_name}: {len(ds):,} datums ({size}) from"
+                        rel = f"input {input_name}: {count(len(ds), 'datum')} ({size}) from"
                         out.append((rel, self._execution_up(producer, depth, seen)))
             elif source.startswith("dataset:"):
                 uri = source.removeprefix("dataset:")
@@ -189,7 +189,7 @@ class LineageBuilder:
                 if node.key not in seen and depth > 0:
                     seen.add(node.key)
                     node.children = self._dataset_sources(version, depth - 1, seen)
-                rel = f"input {input_name}: {len(files):,} files ({size}) of"
+                rel = f"input {input_name}: {count(len(files), 'file')} ({size}) of"
                 out.append((rel, node))
             else:
                 uris = sorted({f.uri for f in files})
