@@ -98,7 +98,8 @@ def data_show(uri: str) -> None:
     if d.execution_id:
         ex = ctx.store.get_execution(ctx.project_id, d.execution_id)
         made_by = f"#{ex.counter} {ex.step} ({ex.status.value})"
-    rows = [("name", d.name), ("size", f"{render.size(d.size)} ({d.size:,} bytes)"),
+    rows = [("name", d.name),
+            ("size", f"{render.size(d.size)} ({units.count(d.size, 'byte')})"),
             ("digest", f"blake3:{d.digest}"), ("made by", made_by),
             ("created", d.created_at.astimezone().isoformat(timespec="seconds")),
             ("tags", ", ".join(d.tags) or None),
@@ -244,7 +245,8 @@ def _transfer_summary(result: Any, count: int) -> str:
     copied = getattr(result, "copied", None)
     if copied is None:
         return f"{units.count(count, 'blob')} checked"
-    return (f"{copied:,} of {units.count(count, 'blob')} copied ({render.size(getattr(result, 'bytes', 0))}), "
+    size = render.size(getattr(result, "bytes", 0))
+    return (f"{copied:,} of {units.count(count, 'blob')} copied ({size}), "
             f"{count - copied:,} already there")
 
 
@@ -397,7 +399,8 @@ def dataset_checkout(ref: str, dest: str, pattern: str | None, writable: bool,
     with ProgressBar(f"checkout {v.uri}") as bar:
         info = checkout(v.tree_digest, Path(dest), ctx.content, glob=pattern,
                         writable=writable, force=force, progress=bar)
-        bar.close(f"{v.uri} → {dest}: {units.count(info.files, 'file')}, {render.size(info.bytes)} "
+        bar.close(f"{v.uri} → {dest}: {units.count(info.files, 'file')}, "
+                  f"{render.size(info.bytes)} "
                   f"({info.method})")
 
 
@@ -434,8 +437,8 @@ def gc(dry_run: bool, grace: str) -> None:
     with ProgressBar("gc") as bar:
         report = collect_garbage(ctx, dry_run=dry_run, grace_seconds=seconds, progress=bar)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{units.count(report.blobs_seen, 'blob')}, {report.referenced:,} referenced; {verb} "
-               f"{report.removed:,} ({render.size(report.removed_bytes)}); kept "
+    click.echo(f"{units.count(report.blobs_seen, 'blob')}, {report.referenced:,} referenced; "
+               f"{verb} {report.removed:,} ({render.size(report.removed_bytes)}); kept "
                f"{report.kept_recent:,} recent unreferenced"
                + (f"; swept {report.temporary_removed:,} leftover temp files"
                   if report.temporary_removed else ""))

@@ -62,7 +62,8 @@ class LocalExecutor(Executor):
                        "machine's environment (no container engine)")
             if execution.code is not None:
                 count = restore_code(execution.code.tree_digest, content, ws.repository)
-                system(f"code: {plural(count, 'file')} from snapshot {execution.code.tree_digest[:12]}")
+                system(f"code: {plural(count, 'file')} from snapshot "
+                       f"{execution.code.tree_digest[:12]}")
             try:
                 materialize_inputs(execution.inputs, ws.inputs, content)
             except InputError as exc:

@@ -107,7 +107,8 @@ class HashCache:
     def file_for(self, root: Path | str) -> Path:
         from blake3 import blake3
 
-        return self.path / f"{blake3(str(root).encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.txt"
+        name = blake3(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return self.path / f"{name}.txt"
 
     def scan(self, root: Path | str, started_ns: int | None = None,
              store_mark: str | None = None) -> CacheScan:
