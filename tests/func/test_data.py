@@ -119,6 +119,14 @@ def test_data_ls_show_get(data_project: Path, cli, tmp_path: Path) -> None:  # n
     assert "model.bin" in out and "#1 make" in out and "blake3:" in out
     code, _, _ = cli("data", "get", "datum://latest-model", str(tmp_path / "m.bin"))
     assert (tmp_path / "m.bin").read_bytes() == b"a" * 10
+    (tmp_path / "m.bin").write_bytes(b"mine")
+    code, _, err = cli("data", "get", "datum://latest-model", str(tmp_path / "m.bin"))
+    assert code == 2 and "m.bin exists" in err and "--force" in err
+    assert (tmp_path / "m.bin").read_bytes() == b"mine"
+    code, _, _ = cli("data", "get", "datum://latest-model", str(tmp_path / "m.bin"), "--force")
+    assert code == 0 and (tmp_path / "m.bin").read_bytes() == b"a" * 10
+    code, _, _ = cli("data", "get", "datum://latest-model", str(tmp_path))  # into a folder
+    assert code == 0 and (tmp_path / "model.bin").read_bytes() == b"a" * 10
 
 
 def test_dataset_add_ls_show_diff_checkout(data_project: Path, cli, tmp_path: Path) -> None:  # noqa: ANN001

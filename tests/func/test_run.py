@@ -79,6 +79,12 @@ def test_ls_show_logs_metrics_outputs_compare_tag(project: Path, cli, tmp_path: 
     assert cli("outputs", "1", "--download", str(dest))[0] == 0
     assert (dest / "result.txt").read_text() == "count=2 mode=fast\n"
     assert (dest / "sub" / "deep.txt").read_text() == "deep\n"
+    (dest / "result.txt").write_text("mine")  # a file of the user's is never overwritten…
+    code, _, err = cli("outputs", "1", "--download", str(dest))
+    assert code == 2 and "result.txt" in err and "--force" in err
+    assert (dest / "result.txt").read_text() == "mine"
+    assert cli("outputs", "1", "--download", str(dest), "--force")[0] == 0  # …unless asked
+    assert (dest / "result.txt").read_text() == "count=2 mode=fast\n"
 
     code, out, _ = cli("compare", "1", "2")
     assert code == 0

@@ -122,13 +122,20 @@ def data_show(uri: str) -> None:
 @data.command("get")
 @click.argument("uri")
 @click.argument("dest", required=False, type=click.Path())
-def data_get(uri: str, dest: str | None) -> None:
+@click.option("--force", is_flag=True, help="Overwrite DEST if it exists.")
+def data_get(uri: str, dest: str | None, force: bool) -> None:
     """Copy a datum's verified bytes to DEST (a file or folder; default: its name here)."""
+    from cairn.errors import InputError
+
     ctx = _ctx()
     d = ctx.store.resolve_datum(ctx.project_id, uri)
     target = Path(dest) if dest else Path(Path(d.name).name)
     if target.is_dir():
         target = target / Path(d.name).name
+    if target.is_dir() or (not force and (target.exists() or target.is_symlink())):
+        raise InputError(f"{target} exists",
+                         "give another DEST" if target.is_dir() else
+                         "use --force to overwrite it, or give another DEST")
     ctx.content.materialize(d.digest, target, link=False)
     click.echo(f"{d.uri} → {target} ({render.size(d.size)})", err=True)
 

@@ -394,8 +394,9 @@ def _union(dicts: Sequence[dict[str, Any]]) -> list[str]:
 @click.argument("ref")
 @click.option("--download", "dest", type=click.Path(file_okay=False),
               help="Copy the outputs into this folder (keeping their paths).")
+@click.option("--force", is_flag=True, help="With --download: overwrite files that exist.")
 @click.option("--format", "fmt", type=FORMATS, default="table")
-def outputs(ref: str, dest: str | None, fmt: str) -> None:
+def outputs(ref: str, dest: str | None, force: bool, fmt: str) -> None:
     """The output files (datums) of execution REF."""
     ctx = _ctx()
     e = ctx.store.get_execution(ctx.project_id, ref)
@@ -403,12 +404,19 @@ def outputs(ref: str, dest: str | None, fmt: str) -> None:
     if dest:
         from pathlib import Path
 
+        from cairn.errors import InputError
         from cairn.units import count
 
-        with click.progressbar(datums, label=f"downloading {count(len(datums), 'file')}",
+        targets = [Path(dest) / d.name for d in datums]
+        there = [t for t in targets if t.exists() or t.is_symlink()]
+        if there and not force:
+            raise InputError(f"{count(len(there), 'output')} of #{e.counter} exist in {dest} "
+                             f"already, e.g. {there[0]}",
+                             "use --force to overwrite them, or download into another folder")
+        with click.progressbar(list(zip(datums, targets)),
+                               label=f"downloading {count(len(datums), 'file')}",
                                file=sys.stderr) as bar:
-            for d in bar:
-                target = Path(dest) / d.name
+            for d, target in bar:
                 ctx.content.materialize(d.digest, target, link=False)
         click.echo(f"{count(len(datums), 'file')} written to {dest}", err=True)
         return
