@@ -378,6 +378,12 @@ def checkout(
             done += size
             throttle(files, files_total, done, bytes_total)
         pool.shutdown(wait=True)
+        if match is not None and not files:
+            shown = glob if isinstance(glob, str) else ", ".join(glob)  # type: ignore[arg-type]
+            raise InputError(f"no file matches {shown!r}",
+                             "globs match whole paths from the version's root, e.g. "
+                             "'train/**/*.png'; `cairn dataset show NAME/VERSION --files 100` "
+                             "lists paths")
         if not exists:
             try:
                 os.rename(work, dest)

@@ -366,6 +366,19 @@ def test_glob(content: ContentStore, make_files: MakeFiles, tmp_path: Path,
     assert out.files == len(expected)
 
 
+def test_a_glob_matching_nothing_is_an_error_and_leaves_nothing(
+        content: ContentStore, make_files: MakeFiles, tmp_path: Path) -> None:
+    info = version_folder(make_files({"img/1.png": b"1"}), content)
+    with pytest.raises(InputError, match="no file matches 'train/\\*\\*'") as err:
+        checkout(info.tree_digest, tmp_path / "g", content, glob="train/**")
+    assert "whole paths" in (err.value.hint or "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src0", "store"]  # no "g", no temp
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no file matches"):
+        checkout(info.tree_digest, tmp_path / "empty", content, glob=["a", "b"])
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 # -- disk full -----------------------------------------------------------------------------
 def _fail_after(n: int, real: Callable) -> Callable:
     lock = threading.Lock()
