@@ -29,6 +29,21 @@ def test_inputs_are_recorded_with_digests_and_linked_read_only(
                                                  "copy/data/remote.csv"}
 
 
+def test_each_input_is_an_option_of_its_own_as_in_vh(
+    project: Path, cli, tmp_path: Path  # noqa: ANN001
+) -> None:
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("1")
+    two.write_text("2")
+    code, out, _ = cli("run", "copy", "--help")
+    assert "--data URI" in out
+    code, out, err = cli("run", "copy", "--data", str(one), "--input", f"data={two}")
+    assert code == 0, err
+    assert "one.txt writable=False" in out and "two.txt writable=False" in out
+    with Client(project) as client:
+        assert {f.name for f in client.execution(1).inputs} == {"one.txt", "two.txt"}
+
+
 def test_outputs_feed_later_runs_by_datum_uri(project: Path, cli) -> None:  # noqa: ANN001
     assert cli("run", "hello", "--count=7", "-q")[0] == 0
     with Client(project) as client:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cairn.entities import Execution
     from cairn.orchestration.context import Context
     from cairn.project import Step
+    from cairn.project.step import InputSpec
 
 _TYPE_METAVARS = {"string": "TEXT", "integer": "INTEGER", "float": "FLOAT", "flag": ""}
 
@@ -73,6 +74,15 @@ def step_command(step: Step) -> click.Command:
                 metavar=_TYPE_METAVARS[p.type], help=help_text,
             ))
 
+    # Each input is also an option of its own, as `vh exec run` has them: --NAME URI.
+    for i, s in enumerate(step.inputs):
+        flag = f"--{s.name}"
+        if flag in taken:  # a parameter of the same name: --input NAME=URI still works
+            continue
+        taken.add(flag)
+        params.append(click.Option([flag, f"in{i}"], multiple=True, metavar="URI",
+                                   help=_input_help(s)))
+
     def opt(*decls: str, **kw: Any) -> None:
         if not any(d in taken for d in decls if d.startswith("--")):
             params.append(click.Option(list(decls), **kw))
@@ -80,7 +90,8 @@ def step_command(step: Step) -> click.Command:
     inputs_help = "; ".join(
         f"{s.name}{'' if s.default or s.optional else ' (required)'}" for s in step.inputs)
     opt("--input", "-i", "cairn_inputs", multiple=True, metavar="NAME=URI",
-        help="An input file: a path, folder, http(s):// URL or datum:// URI. Repeatable. "
+        help="An input: a path, folder, http(s):// URL, datum:// or dataset:// URI. "
+             "Repeatable; --NAME URI does the same. "
              + (f"Inputs: {inputs_help}." if inputs_help else "This step has no inputs."))
     opt("--env", "-e", "cairn_env", multiple=True, metavar="NAME=VALUE",
         help="Set an environment variable for the step. Repeatable.")
@@ -109,7 +120,10 @@ def step_command(step: Step) -> click.Command:
             if v is None or v == ():
                 continue
             out["parameters"][p.name] = list(v) if isinstance(v, tuple) else v
-        out.update(values)
+        given = list(values.pop("cairn_inputs", None) or ())
+        for i, s in enumerate(step.inputs):
+            given += [f"{s.name}={uri}" for uri in values.pop(f"in{i}", None) or ()]
+        out.update(values, cairn_inputs=tuple(given))
         return out
 
     doc = (step.description or f"Run the step '{step.name}'.") + (
@@ -132,6 +146,13 @@ def _param_help(p: Any) -> str:
         bits.append("repeatable")
     text = "; ".join(bits)
     return f"{p.description} ({text})" if p.description else text
+
+
+def _input_help(s: InputSpec) -> str:
+    given = ("default " + ", ".join(s.default) if s.default else
+             "optional" if s.optional else "required")
+    text = f"input: a path, folder, URL, datum:// or dataset:// URI ({given}); repeatable"
+    return f"{s.description} ({text})" if s.description else text
 
 
 def _pairs(values: tuple[str, ...] | None, what: str) -> dict[str, list[str]]:
