@@ -283,6 +283,26 @@ def test_dataset_add_with_and_without_a_worker_process(
     assert "~1 modified, 1 unchanged" in out and "first" in out
 
 
+def test_dataset_status_compares_a_folder_with_a_version(data_project: Path, cli,  # noqa: ANN001
+                                                         tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "imgs", {"a/1.txt": "1", "a/2.txt": "2"})
+    assert cli("dataset", "add", "pets", str(folder))[0] == 0
+    code, out, _ = cli("dataset", "status", "pets", str(folder), "--exit-code")
+    assert code == 0
+    assert out == f"dataset://pets/v1 → {folder}: +0 added, -0 removed, ~0 modified, 2 unchanged\n"
+    (folder / "a" / "2.txt").write_text("two")
+    (folder / "b.txt").write_text("b")
+    code, out, _ = cli("dataset", "status", "pets", str(folder), "--exit-code")
+    assert code == 1 and out.splitlines()[1:] == ["+ b.txt", "~ a/2.txt"]
+    assert cli("dataset", "status", "pets", str(folder))[0] == 0  # without --exit-code
+    code, out, _ = cli("dataset", "ls", "--format", "json")
+    assert json.loads(out)[0]["versions"] == 1  # nothing was versioned or stored
+    code, _, err = cli("dataset", "status", "pets", str(folder), "--version", "v9")
+    assert code == 4 and "v9" in err
+    code, _, err = cli("dataset", "status", "nope", str(folder))
+    assert code == 4 and "nope" in err
+
+
 @pytest.mark.parametrize("args,needle", [
     (["dataset", "show", "nope/v1"], "nope"),
     (["dataset", "add", "bad/name", "."], "name"),

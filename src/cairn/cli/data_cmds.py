@@ -16,6 +16,7 @@ from cairn.cli.progress import ProgressBar
 if TYPE_CHECKING:
     from cairn.entities import Datum
     from cairn.orchestration.context import Context
+    from cairn.store.folders import TreeDiff
 
 FORMATS = click.Choice(["table", "csv", "json"])
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -377,16 +378,39 @@ def dataset_diff(a: str, b: str, limit: int) -> None:
     ctx = _ctx()
     va = find_version(ctx, *_split(a))
     vb = find_version(ctx, *_split(b))
-    diff = diff_trees(va.tree_digest, vb.tree_digest, ctx.content)
-    click.echo(f"{va.uri} → {vb.uri}: +{len(diff.added):,} added, -{len(diff.removed):,} "
-               f"removed, ~{len(diff.modified):,} modified, {diff.unchanged_count:,} unchanged")
+    _print_diff(f"{va.uri} → {vb.uri}", diff_trees(va.tree_digest, vb.tree_digest, ctx.content),
+                limit)
+
+
+def _print_diff(head: str, diff: TreeDiff, limit: int) -> None:
+    click.echo(f"{head}: +{len(diff.added):,} added, -{len(diff.removed):,} removed, "
+               f"~{len(diff.modified):,} modified, {diff.unchanged_count:,} unchanged")
     for mark, color, items in (("+", "green", diff.added), ("-", "red", diff.removed),
                                ("~", "yellow", diff.modified)):
-        for entry in list(items)[:limit]:
-            path = entry if isinstance(entry, str) else getattr(entry, "path", entry)
-            click.echo(click.style(f"{mark} {path}", fg=color))
+        for entry in items[:limit]:
+            click.echo(click.style(f"{mark} {entry.path}", fg=color))
         if len(items) > limit:
             click.echo(f"{mark} … and {len(items) - limit:,} more")
+
+
+@dataset.command("status")
+@click.argument("name")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--version", "version", default="latest", show_default=True,
+              help="The version to compare the folder with.")
+@click.option("--limit", "-n", default=50, show_default=True, help="Paths to list per kind.")
+@click.option("--exit-code", is_flag=True, help="Exit with 1 when the folder differs.")
+def dataset_status(name: str, folder: str, version: str, limit: int, exit_code: bool) -> int:
+    """What changed in FOLDER since dataset version NAME/latest (or --version); stores
+    nothing. Files the last add of FOLDER saw cost a stat; the others are hashed."""
+    from cairn.orchestration.datasets import folder_status
+
+    ctx = _ctx()
+    with ProgressBar(f"comparing {folder}") as bar:
+        v, diff = folder_status(ctx, name, Path(folder), version=version, progress=bar)
+        bar.close()
+    _print_diff(f"{v.uri} → {folder}", diff, limit)
+    return 1 if exit_code and (diff.added or diff.removed or diff.modified) else 0
 
 
 @dataset.command("checkout")

@@ -69,8 +69,8 @@ class ProgressBar:
         """End the bar: one final line (the summary, or the totals)."""
         self._closed = True
         elapsed = time.monotonic() - self.started
-        text = summary or (f"{self.label}  {count(self.files, 'file')}  {format_size(self.bytes)}  "
-                           f"in {_fmt(elapsed)}")
+        text = summary or (f"{self.label}  {count(self.files, 'file')}  "
+                           f"{format_size(self.bytes)}  in {_fmt(elapsed)}")
         if self.tty:
             self._draw(text)
             self.stream.write("\n")

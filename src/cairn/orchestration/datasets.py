@@ -1,4 +1,4 @@
-"""Dataset versions from folders: ``cairn dataset add``.
+"""Dataset versions from folders: ``cairn dataset add`` and ``cairn dataset status``.
 
 Versions made by steps come from their output metadata: see
 :mod:`cairn.runtime.output_metadata`.
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from cairn.orchestration.context import Context
     from cairn.store.base import MetadataStore
     from cairn.store.cas import TreeInfo
-    from cairn.store.folders import Rewalk
+    from cairn.store.folders import Rewalk, TreeDiff
 
 Progress = Callable[[int, int | None, int, int | None], None]
 
@@ -103,6 +103,21 @@ def add_folder(ctx: Context, name: str, folder: Path, *, version: str | None = N
         tree_digest=info.tree_digest, file_count=info.file_count, size=info.size,
         source="upload", from_version=latest.version if latest else None, metadata=metadata)
     return made, True
+
+
+def folder_status(ctx: Context, name: str, folder: Path, *, version: str = "latest",
+                  progress: Progress | None = None) -> tuple[DatasetVersion, TreeDiff]:
+    """What changed in ``folder`` since ``dataset://name/version``; stores nothing.
+
+    Files the last add of this folder saw unchanged cost a ``stat`` (the hash cache
+    vouches for them); the others are hashed.
+    """
+    from cairn.store.folders import folder_diff
+    from cairn.store.hashcache import HashCache
+
+    v = find_version(ctx, name, version)
+    with HashCache(ctx.settings.cache_dir / "hashes") as cache:
+        return v, folder_diff(v.tree_digest, folder, ctx.content, cache, progress)
 
 
 def _peek_latest(ctx: Context, name: str) -> DatasetVersion | None:

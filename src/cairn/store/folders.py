@@ -64,6 +64,11 @@ Link mode (``version_folder(link=True)``, ``cairn dataset add --link``)
     filesystem than the store, and files modified within the racy window (2 s) before the
     walk. See :class:`_Linker` for how durability holds without a sync per file.
 
+Comparing a folder with a tree (:func:`folder_diff`, ``cairn dataset status``)
+    The walk of a version, storing nothing: files whose stat matches their hash cache
+    record take its digest, the others are hashed, and the rows are merged with the
+    tree's manifest as :func:`diff_trees` merges two manifests.
+
 Progress
     ``progress(files_done, files_total, bytes_done, bytes_total)`` (totals may be None),
     called at most 20 times a second and once at the end.
@@ -108,7 +113,7 @@ from cairn.store._fileops import (
     _write_all,
 )
 from cairn.store.blobs import LocalBlobStore
-from cairn.store.cas import ContentStore, TreeInfo, path_problem
+from cairn.store.cas import ContentStore, Row, TreeInfo, path_problem
 from cairn.store.checkout import CheckoutInfo, checkout, linked_marker
 from cairn.store.hashcache import RACY_WINDOW_NS, CacheScan, HashCache, StatKey, _escape
 
@@ -122,6 +127,7 @@ __all__ = [
     "checkout",
     "derive_tree",
     "diff_trees",
+    "folder_diff",
     "rewalk",
     "version_folder",
 ]
@@ -1169,9 +1175,13 @@ def diff_trees(a: Digest, b: Digest, content: ContentStore) -> TreeDiff:
     """
     if a == b:
         return TreeDiff(unchanged_count=content.tree_totals(a)[0])
+    return _diff_rows(content.iter_rows(a), content.iter_rows(b))
+
+
+def _diff_rows(left: Iterator[Row], right: Iterator[Row]) -> TreeDiff:
+    """The changes from rows ``left`` to rows ``right`` (each sorted by path), streamed."""
     diff = TreeDiff()
     unchanged = 0
-    left, right = content.iter_rows(a), content.iter_rows(b)
     x, y = next(left, None), next(right, None)
     while x is not None or y is not None:
         if y is None or (x is not None and x[0] < y[0]):
@@ -1187,6 +1197,73 @@ def diff_trees(a: Digest, b: Digest, content: ContentStore) -> TreeDiff:
                 unchanged += 1
             x, y = next(left, None), next(right, None)
     return TreeDiff(diff.added, diff.removed, diff.modified, unchanged)
+
+
+def folder_diff(tree: Digest, folder: Path | str, content: ContentStore,
+                hash_cache: HashCache | None = None,
+                progress: Progress | None = None) -> TreeDiff:
+    """What changed from tree ``tree`` to ``folder`` as it is now; stores nothing.
+
+    A file whose stat still matches its hash cache record (see :mod:`cairn.store.hashcache`)
+    is taken at the recorded digest; any other file is read and hashed. Folders, the
+    entries skipped and the executable bit are seen as :func:`version_folder` sees them,
+    so an empty diff means an add would make the same tree.
+    """
+    root = os.path.realpath(folder)
+    if not os.path.isdir(root):
+        raise InputError(f"{folder} is not a folder", "give the folder to compare")
+    skipped: list[tuple[str, str]] = []
+    skip = _skip_dirs(root, content, hash_cache)
+    records = hash_cache.digests(root) if hash_cache is not None else iter(())
+    throttle = _Throttle(progress)
+
+    def rows() -> Iterator[Row]:
+        record = next(records, None)
+        files = done = 0
+        for rel, path in _walk(root, skipped, skip):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _read_error(path, exc) from exc
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            while record is not None and record[0] < rel:
+                record = next(records, None)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            if record is not None and record[0] == rel and record[1] == key:
+                digest, size = record[2], st.st_size
+            else:
+                digest, size = _digest_of(path, st.st_size)
+            files += 1
+            done += size
+            throttle(files, None, done, None)
+            yield rel, digest, size, bool(st.st_mode & 0o100)
+        throttle(files, files, done, done, final=True)
+
+    try:
+        return _diff_rows(content.iter_rows(tree), rows())
+    finally:
+        _log_skipped(folder, skipped)
+
+
+def _digest_of(path: str, size: int) -> tuple[Digest, int]:
+    """BLAKE3 and size of a file as it is now (read, never mapped)."""
+    if size <= SMALL_FILE:
+        data = _read_small(path, size)
+        return blake3(data).hexdigest(), len(data)  # type: ignore[arg-type]
+    try:
+        fd = _open_source(path)
+    except OSError as exc:
+        raise _read_error(path, exc) from exc
+    try:
+        digest = _hash_leased(fd, size)  # writers kept off while it is mapped
+        return (digest, size) if digest is not None else _hash_fd(fd)
+    except OSError as exc:
+        raise _read_error(path, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def derive_tree(

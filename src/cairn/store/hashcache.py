@@ -151,12 +151,17 @@ class HashCache:
         read = self.read_last(root)
         return read[1] if read is not None else iter(())
 
+    def digests(self, root: Path | str) -> Iterator[tuple[str, StatKey, Digest]]:
+        """(path, stat key, digest) of each record of folder ``root``, sorted by path."""
+        for path, line in _read(self.file_for(root), str(root)):
+            size, mtime, ino, ctime, digest, _ = line.split(" ", 5)
+            yield path, (int(size), int(mtime), int(ino), int(ctime)), digest
+
     def get(self, root: Path | str, rel: str) -> tuple[StatKey, Digest] | None:
         """One record, for inspection and tests."""
-        for path, line in _read(self.file_for(root), str(root)):
+        for path, key, digest in self.digests(root):
             if path == rel:
-                size, mtime, ino, ctime, digest, _ = line.split(" ", 5)
-                return (int(size), int(mtime), int(ino), int(ctime)), digest
+                return key, digest
         return None
 
 

@@ -10,9 +10,56 @@ import pytest
 from cairn.entities import FileEntry
 from cairn.errors import InputError, NotFoundError
 from cairn.store import ContentStore
-from cairn.store.folders import checkout, derive_tree, diff_trees, version_folder
+from cairn.store import folders
+from cairn.store.folders import checkout, derive_tree, diff_trees, folder_diff, version_folder
+from cairn.store.hashcache import HashCache
 
 from .conftest import read_folder
+
+
+def _objects(content: ContentStore) -> list[Path]:
+    return sorted(p for p in Path(content.blobs.root).rglob("*") if p.is_file())
+
+
+def test_folder_diff_against_a_tree_stores_nothing(
+        content: ContentStore, make_files: Callable[[dict], Path]) -> None:
+    src = make_files({"same": b"s", "gone": b"g", "changed": b"1", "mode": b"m",
+                      "d/keep": b"k" * (3 << 20)})
+    tree = version_folder(src, content).tree_digest
+    (src / "gone").unlink()
+    (src / "changed").write_bytes(b"2")
+    (src / "mode").chmod(0o755)
+    (src / "d" / "e").mkdir()
+    (src / "d" / "e" / "new").write_bytes(b"n")
+    (src / "link").symlink_to(src / "same")  # not versioned, so not a change
+    stored = _objects(content)
+    seen: list[tuple] = []
+    diff = folder_diff(tree, src, content, progress=lambda *a: seen.append(a))
+    assert [e.path for e in diff.added] == ["d/e/new"]
+    assert [e.path for e in diff.removed] == ["gone"]
+    assert [m.path for m in diff.modified] == ["changed", "mode"]
+    assert diff.unchanged_count == 2  # same, and d/keep (3 MB: hashed by the big-file path)
+    assert seen[-1] == (5, 5, (3 << 20) + 4, (3 << 20) + 4)
+    assert _objects(content) == stored
+    assert diff == diff_trees(tree, version_folder(src, content).tree_digest, content)
+    with pytest.raises(InputError, match="is not a folder"):
+        folder_diff(tree, src / "same", content)
+
+
+def test_folder_diff_hashes_only_what_the_hash_cache_cannot_vouch_for(
+        content: ContentStore, make_files: Callable[[dict], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_files({f"f{i}": b"%d" % i for i in range(50)})
+    with HashCache(tmp_path / "hashes", racy_window_ns=-10**9) as cache:
+        tree = version_folder(src, content, hash_cache=cache).tree_digest
+        (src / "f7").write_bytes(b"seven")
+        hashed: list[str] = []
+        real = folders._digest_of
+        monkeypatch.setattr(folders, "_digest_of",
+                            lambda path, size: hashed.append(path) or real(path, size))
+        diff = folder_diff(tree, src, content, cache)
+    assert [m.path for m in diff.modified] == ["f7"] and diff.unchanged_count == 49
+    assert hashed == [str(src / "f7")]
 
 
 def test_diff(content: ContentStore, make_files: Callable[[dict], Path]) -> None:
