@@ -1249,7 +1249,8 @@ def folder_diff(tree: Digest, folder: Path | str, content: ContentStore,
 
 
 def _digest_of(path: str, size: int) -> tuple[Digest, int]:
-    """BLAKE3 and size of a file as it is now (read, never mapped)."""
+    """BLAKE3 and size of a file as it is now (a big one mapped only under a read lease,
+    else read: see :func:`~cairn.store._fileops._hash_leased`)."""
     if size <= SMALL_FILE:
         data = _read_small(path, size)
         return blake3(data).hexdigest(), len(data)  # type: ignore[arg-type]
