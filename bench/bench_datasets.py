@@ -284,6 +284,7 @@ def main(argv: list[str]) -> int:
         if dvc:
             for _ in range(2):
                 dvc_re.append(dvc.run(repos[-1], "add", "data"))
+        dvc_st = [dvc.run(repos[-1], "status") for _ in range(2)] if dvc else []
         cache = work / "hashes.db"
         cairn("--op", "add", "--store", str(store), "--src", str(src), "--hash-cache",
               str(cache))  # fills the hash cache
@@ -298,7 +299,7 @@ def main(argv: list[str]) -> int:
         # record the version; each run in a project of its own (its own store and hash
         # cache), used before: its database exists. The first command of a brand-new
         # project also creates the database; that is timed on a row of its own.
-        cli_add, cli_link, cli_new, cli_re, cli_co = [], [], [], [], []
+        cli_add, cli_link, cli_new, cli_re, cli_co, cli_st = [], [], [], [], [], []
         for i in range(2):
             cli_add.append(cli(_cli_project(work / f"cli-{i}"), "dataset", "add", "imgs",
                                str(src)))
@@ -313,6 +314,8 @@ def main(argv: list[str]) -> int:
         proj = work / "cli-1"
         for _ in range(2):
             cli_re.append(cli(proj, "dataset", "add", "imgs", str(src)))
+        for _ in range(2):
+            cli_st.append(cli(proj, "dataset", "status", "imgs", str(src)))
         for i in range(2):
             cli_co.append(cli(proj, "dataset", "checkout", "imgs/v1",
                               str(work / f"cli-co-{i}")))
@@ -324,6 +327,7 @@ def main(argv: list[str]) -> int:
                          cli_new))
         rows.append(_row("`cairn dataset checkout` (read-only, hardlinks)", dvc_co, cli_co))
         rows.append(_row("`cairn dataset add` again, unchanged", dvc_re, cli_re))
+        rows.append(_row("`cairn dataset status`, unchanged, vs `dvc status`", dvc_st, cli_st))
         startup = min(cli(proj, "--version") for _ in range(3))
         rows.append(["  `cairn --version` (CLI start alone)", "", C.fmt_seconds(startup), ""])
         floor = _create_floor(work / "floor", src)

@@ -1212,9 +1212,16 @@ def folder_diff(tree: Digest, folder: Path | str, content: ContentStore,
     root = os.path.realpath(folder)
     if not os.path.isdir(root):
         raise InputError(f"{folder} is not a folder", "give the folder to compare")
+    if hash_cache is not None:
+        last = hash_cache.last_tree(root)
+        if last is not None and last.tree == tree:  # what it was last versioned as
+            walked = rewalk(root, content, hash_cache, progress)
+            if walked is not None and walked.unchanged:  # a stat walk, no manifest read
+                _log_skipped(folder, walked.skipped)
+                return TreeDiff(unchanged_count=walked.same)
     skipped: list[tuple[str, str]] = []
     skip = _skip_dirs(root, content, hash_cache)
-    records = hash_cache.digests(root) if hash_cache is not None else iter(())
+    records = hash_cache.lines(root) if hash_cache is not None else iter(())
     throttle = _Throttle(progress)
 
     def rows() -> Iterator[Row]:
@@ -1231,11 +1238,12 @@ def folder_diff(tree: Digest, folder: Path | str, content: ContentStore,
                 continue
             while record is not None and record[0] < rel:
                 record = next(records, None)
-            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            if record is not None and record[0] == rel and record[1] == key:
-                digest, size = record[2], st.st_size
+            size = st.st_size
+            prefix = "%d %d %d %d " % (size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            if record is not None and record[0] == rel and record[1].startswith(prefix):
+                digest = record[1][len(prefix):len(prefix) + 64]  # as the record says
             else:
-                digest, size = _digest_of(path, st.st_size)
+                digest, size = _digest_of(path, size)
             files += 1
             done += size
             throttle(files, None, done, None)

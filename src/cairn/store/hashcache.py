@@ -151,9 +151,14 @@ class HashCache:
         read = self.read_last(root)
         return read[1] if read is not None else iter(())
 
+    def lines(self, root: Path | str) -> Iterator[tuple[str, str]]:
+        """(path, record line) of each record of folder ``root``, sorted by path; a line
+        starts ``"<size> <mtime_ns> <inode> <ctime_ns> <digest> "``."""
+        return _read(self.file_for(root), str(root))
+
     def digests(self, root: Path | str) -> Iterator[tuple[str, StatKey, Digest]]:
         """(path, stat key, digest) of each record of folder ``root``, sorted by path."""
-        for path, line in _read(self.file_for(root), str(root)):
+        for path, line in self.lines(root):
             size, mtime, ino, ctime, digest, _ = line.split(" ", 5)
             yield path, (int(size), int(mtime), int(ino), int(ctime)), digest
 

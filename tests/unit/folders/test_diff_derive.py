@@ -62,6 +62,25 @@ def test_folder_diff_hashes_only_what_the_hash_cache_cannot_vouch_for(
     assert hashed == [str(src / "f7")]
 
 
+def test_folder_diff_of_a_folder_as_last_versioned_is_a_stat_walk(
+        content: ContentStore, make_files: Callable[[dict], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_files({f"d{i % 3}/f{i}": b"%d" % i for i in range(40)})
+    with HashCache(tmp_path / "hashes", racy_window_ns=-10**9) as cache:
+        tree = version_folder(src, content, hash_cache=cache).tree_digest
+
+        def refuse(*_: object) -> None:
+            raise AssertionError("read more than the stat of each file")
+
+        monkeypatch.setattr(folders, "_digest_of", refuse)
+        monkeypatch.setattr(ContentStore, "iter_rows", refuse)
+        assert folder_diff(tree, src, content, cache) == folders.TreeDiff(unchanged_count=40)
+        monkeypatch.undo()
+        (src / "d1" / "f1").unlink()
+        diff = folder_diff(tree, src, content, cache)  # a change: the whole comparison
+    assert [e.path for e in diff.removed] == ["d1/f1"] and diff.unchanged_count == 39
+
+
 def test_diff(content: ContentStore, make_files: Callable[[dict], Path]) -> None:
     a = version_folder(make_files({"same": b"s", "gone": b"g", "changed": b"1",
                                    "mode": b"m", "d/keep": b"k"}), content)
